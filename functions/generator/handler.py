@@ -1,0 +1,21 @@
+"""AWS Lambda entry point (API Gateway / ALB / Function URL in BUFFERED mode) via Mangum.
+
+Mangum buffers the whole NDJSON body before returning it: correct, not streamed.
+For token streaming use the image's `stream` target (Lambda Web Adapter). The model
+loads here, at import, so it happens during Lambda's init phase, not per request.
+"""
+
+from __future__ import annotations
+
+from mangum import Mangum
+
+from generator.app import create_app
+from generator.engine import Engine
+from generator.metrics import GeneratorMetrics
+from generator.settings import Settings
+
+settings = Settings()
+engine = Engine(settings, GeneratorMetrics())
+engine.load()
+app = create_app(settings, engine)
+handler = Mangum(app, lifespan="off")

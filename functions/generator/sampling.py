@@ -1,0 +1,50 @@
+"""Choosing the next token from logits: greedy, or seeded sampling with the usual warpers.
+
+Reuses transformers' logits processors so temperature/top-k/top-p/repetition
+penalty mean exactly what they mean in `generate()`. Each request owns a
+`torch.Generator`, so a seed reproduces the same text regardless of other traffic.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import torch
+from transformers import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from generator.protocol import GenerateRequest
+
+
+class Sampler:
+    def __init__(self, request: GenerateRequest, device: str) -> None:
+        self.greedy = request.greedy
+        self.needs_history = request.repetition_penalty != 1.0
+        self._processors = LogitsProcessorList()
+        if self.needs_history:
+            self._processors.append(RepetitionPenaltyLogitsProcessor(request.repetition_penalty))
+        if not self.greedy:
+            self._processors.append(TemperatureLogitsWarper(request.temperature))
+            if request.top_k > 0:
+                self._processors.append(TopKLogitsWarper(request.top_k))
+            if request.top_p < 1.0:
+                self._processors.append(TopPLogitsWarper(request.top_p))
+        self._generator = torch.Generator(device=device)
+        seed = request.seed if request.seed is not None else secrets.randbits(63)
+        self._generator.manual_seed(seed)
+
+    def __call__(self, logits: torch.Tensor, history: torch.Tensor | None) -> int:
+        """Pick the next token id from the last position's logits (shape [1, vocab])."""
+        scores = logits.float()
+        if self._processors:
+            ids = history if history is not None else torch.empty((1, 0), dtype=torch.long)
+            scores = self._processors(ids, scores)
+        if self.greedy:
+            return int(scores.argmax(dim=-1).item())
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self._generator).item())

@@ -1,0 +1,63 @@
+"""Generator settings, read from environment variables (names are the field names, upper-case).
+
+Every bound a request is checked against lives here, so an operator can tune them
+without touching code; the README lists each with its default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+def default_model_dir() -> Path:
+    """Where `make model` writes the converted default model (MODEL_CACHE overrides the root)."""
+    root = Path(os.environ.get("MODEL_CACHE") or PROJECT_ROOT / ".cache" / "models")
+    return root / DEFAULT_MODEL_NAME
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    model: str = Field(
+        default_factory=lambda: str(default_model_dir()),
+        description="Hugging Face model id or local directory of a causal LM "
+        "(default: the converted SmolLM2-135M-Instruct from `make model`).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the model runs; `auto` picks CUDA when present."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weight precision; `auto` = bfloat16 on CUDA, float32 on CPU."
+    )
+    torch_threads: int = Field(
+        0, ge=0, description="torch intra-op threads on CPU; 0 keeps torch's default."
+    )
+    max_concurrency: int = Field(
+        1, ge=1, le=64, description="Generations that run at once; the rest wait in the queue."
+    )
+    max_queue: int = Field(
+        16, ge=0, description="Requests allowed to wait for a slot; beyond it: 503 + Retry-After."
+    )
+    retry_after_s: int = Field(2, ge=1, description="Retry-After sent with a 503 when overloaded.")
+    max_prompt_chars: int = Field(16_000, ge=1, description="Longest accepted prompt, in characters.")
+    max_new_tokens_limit: int = Field(
+        1024, ge=1, description="Largest accepted `max_new_tokens`."
+    )
+    default_max_new_tokens: int = Field(
+        128, ge=1, description="`max_new_tokens` when a request leaves it out."
+    )
+    log_level: str = Field("info", description="Python log level of the generator process.")
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> Settings:
+        if self.default_max_new_tokens > self.max_new_tokens_limit:
+            raise ValueError("DEFAULT_MAX_NEW_TOKENS must not exceed MAX_NEW_TOKENS_LIMIT")
+        return self

@@ -1,0 +1,128 @@
+"""One small exception hierarchy and the single place that maps it to HTTP.
+
+Every failure a client can see is a `ServiceError`: before a stream starts it becomes
+an HTTP status with a JSON body, after it starts it becomes the in-stream `error`
+event. Both shapes come from `ServiceError.payload()`, so they never drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ServiceError(Exception):
+    """Base of every error a client sees. `code` is stable; `message` is for people."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def payload(self) -> dict[str, Any]:
+        """The `{"code", "message"[, "field"]}` object used both in bodies and events."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(ServiceError):
+    """Bad input. The message always names the offending field."""
+
+    status_code = 422
+    code = "invalid_request"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}", field=field)
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+
+class Overloaded(ServiceError):
+    """The bounded queue is full: come back later (503 + Retry-After)."""
+
+    status_code = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class ModelUnavailable(ServiceError):
+    """The model failed to load; nothing can be generated until the process restarts."""
+
+    status_code = 503
+    code = "model_unavailable"
+
+
+class GenerationFailed(ServiceError):
+    """The model loop raised mid-generation."""
+
+    status_code = 500
+    code = "generation_failed"
+
+
+def error_response(error: ServiceError) -> JSONResponse:
+    """The HTTP form of an error, for failures before a stream has started."""
+    return JSONResponse(
+        {"error": error.payload()}, status_code=error.status_code, headers=error.headers()
+    )
+
+
+def describe_validation_error(errors: Sequence[Any]) -> InvalidRequest:
+    """Turn pydantic's error list into one `InvalidRequest` naming the first bad field."""
+    first = errors[0]
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
+    field = ".".join(location) or "body"
+    message = str(first.get("msg", "invalid value"))
+    if first.get("type") == "extra_forbidden":
+        message = "unknown field"
+    elif first.get("type") == "json_invalid":
+        field, message = "body", "request body is not valid JSON"
+    return InvalidRequest(field, message)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error through `error_response`: no HTML pages, no tracebacks."""
+
+    async def on_service_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceError)
+        return error_response(exc)
+
+    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(describe_validation_error(exc.errors()))
+
+    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        error = ServiceError(str(exc.detail))
+        error.status_code = exc.status_code
+        error.code = "not_found" if exc.status_code == 404 else "http_error"
+        return error_response(error)
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(ServiceError("internal error"))
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
