@@ -15,8 +15,12 @@ export PYTHONPATH := $(CURDIR)/functions
 GENERATOR_HOST ?= 127.0.0.1
 GENERATOR_PORT ?= 8001
 PYTEST_ARGS ?=
+# Extra things `make test` needs (browser, container engine...), added by mk/*.mk.
+TEST_PREREQS :=
 
 .PHONY: help install model test lint format run-generator clean
+
+-include $(sort $(wildcard mk/*.mk))
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -34,7 +38,7 @@ install: $(VENV)/.installed ## Create the project venv (.venv) with everything i
 model: install ## Convert the default model (GGUF → safetensors) once, into .cache/models
 	$(PY) -m generator.prepare_model
 
-test: install model ## Install everything, prepare the model, run the whole test suite
+test: install model $(TEST_PREREQS) ## Install everything, prepare the model, run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff (lint + format check) and mypy

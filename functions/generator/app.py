@@ -63,9 +63,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             async for event in engine.stream(job, ticket):
                 yield ndjson_line(event)
 
-        return StreamingResponse(
-            lines(), media_type="application/x-ndjson", headers=STREAM_HEADERS
-        )
+        return StreamingResponse(lines(), media_type="application/x-ndjson", headers=STREAM_HEADERS)
 
     @app.get("/", response_class=PlainTextResponse)
     async def generate_plain(http_request: Request) -> StreamingResponse:

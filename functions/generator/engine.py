@@ -67,7 +67,9 @@ class Engine:
     def __init__(self, settings: Settings, metrics: GeneratorMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.admission = Admission(settings.max_concurrency, settings.max_queue, settings.retry_after_s)
+        self.admission = Admission(
+            settings.max_concurrency, settings.max_queue, settings.retry_after_s
+        )
         metrics.queue_depth.set_function(lambda: self.admission.queue_depth)
         self._lm: LoadedModel | None = None
         self._load_error: ModelUnavailable | None = None
@@ -80,6 +82,12 @@ class Engine:
     @property
     def ready(self) -> bool:
         return self._lm is not None
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The loaded model (only once `ready`)."""
+        assert self._lm is not None, "model not loaded"
+        return self._lm
 
     @property
     def load_error(self) -> ModelUnavailable | None:
@@ -169,27 +177,26 @@ class Engine:
                 self._give_back(ticket)
 
     def _give_back(self, ticket: Ticket) -> None:
-        if ticket.admitted.done():
+        if ticket.admitted:
             self.admission.release()
         else:
             self.admission.abandon(ticket)
 
-    def _start_worker(self, job: Job, events: asyncio.Queue[Event], cancel: threading.Event) -> None:
+    def _start_worker(
+        self, job: Job, events: asyncio.Queue[Event], cancel: threading.Event
+    ) -> None:
         loop = asyncio.get_running_loop()
 
         def emit(event: Event) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
-        def free_slot() -> None:
             try:
-                loop.call_soon_threadsafe(self.admission.release)
-            except RuntimeError:  # the event loop is gone (shutdown): nothing to hand back
-                pass
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the consumer's event loop is gone: nobody to stream to
+                cancel.set()
 
         context = contextvars.copy_context()  # keeps the request id in the worker's logs
         threading.Thread(
             target=context.run,
-            args=(self._run, job, emit, cancel, free_slot),
+            args=(self._run, job, emit, cancel),
             name="generation",
             daemon=True,
         ).start()
@@ -199,7 +206,6 @@ class Engine:
         job: Job,
         emit: Callable[[Event], None],
         cancel: threading.Event,
-        free_slot: Callable[[], None],
     ) -> None:
         """The blocking side of one generation (worker thread)."""
         progress = _Progress(admitted=time.perf_counter())
@@ -215,15 +221,15 @@ class Engine:
             emit(error_event(GenerationFailed(f"generation failed: {exc}").payload()))
         finally:
             self.metrics.active.dec()
-            free_slot()
+            self.admission.release()
             self.metrics.requests.labels(outcome=outcome).inc()
             self._log(job, progress, outcome)
 
     def _generate(
         self, job: Job, progress: _Progress, emit: Callable[[Event], None], cancel: threading.Event
     ) -> None:
-        lm = self._lm
-        assert lm is not None and job.prompt_ids is not None
+        lm = self.loaded
+        assert job.prompt_ids is not None
         progress.prompt_tokens = len(job.prompt_ids)
         self.metrics.prompt_tokens.inc(progress.prompt_tokens)
         detokenizer = IncrementalDecoder(lm.tokenizer)

@@ -8,6 +8,7 @@ loads here, at import, so it happens during Lambda's init phase, not per request
 from __future__ import annotations
 
 from mangum import Mangum
+from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
 
 from generator.app import create_app
 from generator.engine import Engine
@@ -18,4 +19,8 @@ settings = Settings()
 engine = Engine(settings, GeneratorMetrics())
 engine.load()
 app = create_app(settings, engine)
-handler = Mangum(app, lifespan="off")
+# NDJSON is text: without this Mangum base64-encodes it, which API Gateway REST passes
+# to clients as base64 unless the API declares binary media types.
+handler = Mangum(
+    app, lifespan="off", text_mime_types=[*DEFAULT_TEXT_MIME_TYPES, "application/x-ndjson"]
+)

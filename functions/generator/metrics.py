@@ -50,5 +50,7 @@ class GeneratorMetrics:
             "generator_model_ready", "1 once the model is loaded.", registry=self.registry
         )
         self.model_load_seconds = Gauge(
-            "generator_model_load_seconds", "How long loading the model took.", registry=self.registry
+            "generator_model_load_seconds",
+            "How long loading the model took.",
+            registry=self.registry,
         )

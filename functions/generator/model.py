@@ -70,16 +70,17 @@ def load_model(settings: Settings) -> LoadedModel:
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(settings.model)
-    model = AutoModelForCausalLM.from_pretrained(settings.model, dtype=dtype)
+    model: Any = AutoModelForCausalLM.from_pretrained(settings.model, dtype=dtype)
     model.to(device).eval()
 
     eos_ids = {
-        int(i) for i in _as_list(model.generation_config.eos_token_id) + [tokenizer.eos_token_id]
+        int(i)
+        for i in [*_as_list(model.generation_config.eos_token_id), tokenizer.eos_token_id]
         if i is not None
     }
     for token in _EXTRA_EOS_TOKENS:
         if token in tokenizer.all_special_tokens:
-            eos_ids.add(int(tokenizer.convert_tokens_to_ids(token)))
+            eos_ids.update(_as_list(tokenizer.convert_tokens_to_ids(token)))
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -142,7 +143,7 @@ def decode(
         if history is not None:
             history = torch.cat([history, next_ids], dim=1)
         on_forward()
-        output = model(input_ids=next_ids, past_key_values=output.past_key_values, use_cache=True)
+        output = model(input_ids=next_ids, cache=output.cache, use_cache=True)
 
 
 def timed_load(settings: Settings) -> tuple[LoadedModel, float]:

@@ -52,7 +52,7 @@ def convert(gguf: Path, output: Path) -> None:
     step("dequantizing GGUF tensors (one-time, ~15 s)")
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # Every tensor is now plain float32; drop the GGUF "quantizer" so it can be saved.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
 
@@ -81,9 +81,7 @@ def step(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--output", type=Path, default=default_model_dir(), help="target directory"
-    )
+    parser.add_argument("--output", type=Path, default=default_model_dir(), help="target directory")
     parser.add_argument("--force", action="store_true", help="convert even if already prepared")
     args = parser.parse_args(argv)
     if is_prepared(args.output) and not args.force:

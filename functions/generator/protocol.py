@@ -85,7 +85,9 @@ def token_event(index: int, text: str) -> dict[str, Any]:
     return {"type": "token", "index": index, "text": text}
 
 
-def status_event(state: Literal["queued", "loading"], position: int | None = None) -> dict[str, Any]:
+def status_event(
+    state: Literal["queued", "loading"], position: int | None = None
+) -> dict[str, Any]:
     event: dict[str, Any] = {"type": "status", "state": state}
     if position is not None:
         event["position"] = position

@@ -8,6 +8,7 @@ penalty mean exactly what they mean in `generate()`. Each request owns a
 from __future__ import annotations
 
 import secrets
+from typing import cast
 
 import torch
 from transformers import (
@@ -43,7 +44,7 @@ class Sampler:
         scores = logits.float()
         if self._processors:
             ids = history if history is not None else torch.empty((1, 0), dtype=torch.long)
-            scores = self._processors(ids, scores)
+            scores = self._processors(cast(torch.LongTensor, ids), scores)
         if self.greedy:
             return int(scores.argmax(dim=-1).item())
         probs = torch.softmax(scores, dim=-1)

@@ -47,10 +47,10 @@ class Settings(BaseSettings):
         16, ge=0, description="Requests allowed to wait for a slot; beyond it: 503 + Retry-After."
     )
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with a 503 when overloaded.")
-    max_prompt_chars: int = Field(16_000, ge=1, description="Longest accepted prompt, in characters.")
-    max_new_tokens_limit: int = Field(
-        1024, ge=1, description="Largest accepted `max_new_tokens`."
+    max_prompt_chars: int = Field(
+        16_000, ge=1, description="Longest accepted prompt, in characters."
     )
+    max_new_tokens_limit: int = Field(1024, ge=1, description="Largest accepted `max_new_tokens`.")
     default_max_new_tokens: int = Field(
         128, ge=1, description="`max_new_tokens` when a request leaves it out."
     )

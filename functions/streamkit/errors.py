@@ -7,12 +7,12 @@ event. Both shapes come from `ServiceError.payload()`, so they never drift apart
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -101,26 +101,36 @@ def describe_validation_error(errors: Sequence[Any]) -> InvalidRequest:
     return InvalidRequest(field, message)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Route every error through `error_response`: no HTML pages, no tracebacks."""
+Renderer = Callable[[Request, ServiceError], Response]
 
-    async def on_service_error(_: Request, exc: Exception) -> JSONResponse:
+
+def _default_render(_: Request, error: ServiceError) -> Response:
+    return error_response(error)
+
+
+def install_error_handlers(app: FastAPI, render: Renderer | None = None) -> None:
+    """Route every error through one renderer (default `error_response`): no HTML pages,
+    no tracebacks. `render` lets an app pick the body shape per request (the gateway
+    answers its OpenAI-compatible routes in OpenAI's error envelope)."""
+    draw = render or _default_render
+
+    async def on_service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)
-        return error_response(exc)
+        return draw(request, exc)
 
-    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return error_response(describe_validation_error(exc.errors()))
+        return draw(request, describe_validation_error(exc.errors()))
 
-    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         error = ServiceError(str(exc.detail))
         error.status_code = exc.status_code
         error.code = "not_found" if exc.status_code == 404 else "http_error"
-        return error_response(error)
+        return draw(request, error)
 
-    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(ServiceError("internal error"))
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        return draw(request, ServiceError("internal error"))
 
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -1,0 +1,30 @@
+"""Fixtures every test package shares: the model directories and generator servers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.models import build_tiny_gpt2, real_model_dir
+from support.servers import ServerProcess
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random GPT-2 with the SmolLM2 tokenizer (fast; output is byte soup)."""
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """The real default model, converted by `make model`."""
+    return real_model_dir()
+
+
+@pytest.fixture
+def tiny_generator_server(tiny_model_dir: Path) -> Iterator[ServerProcess]:
+    """A real generator process (uvicorn) serving the tiny GPT-2 on a free port."""
+    with ServerProcess("generator.app:create_app", {"MODEL": str(tiny_model_dir)}) as server:
+        yield server

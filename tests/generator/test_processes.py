@@ -1,0 +1,123 @@
+"""The generator as a real uvicorn process: streaming, the real model, cancellation, overload."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import httpx
+import pytest
+
+from support.ndjson import parse_ndjson, streamed_text
+from support.servers import ServerProcess
+
+STEPS = re.compile(r"^generator_decode_steps_total (\S+)$", re.MULTILINE)
+
+
+def decode_steps(server: ServerProcess) -> int:
+    metrics = httpx.get(server.url + "/metrics", timeout=10).text
+    match = STEPS.search(metrics)
+    assert match, metrics
+    return int(float(match.group(1)))
+
+
+def stream_lines(client: httpx.Client, body: dict):
+    """Open a streaming generation; yields (arrival time, event)."""
+    with client.stream("POST", "/v1/generate", json=body) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line:
+                yield time.perf_counter(), json.loads(line)
+
+
+def test_tiny_model_streams_token_lines_one_by_one(tiny_generator_server):
+    with httpx.Client(base_url=tiny_generator_server.url, timeout=60) as client:
+        arrivals = list(
+            stream_lines(
+                client, {"prompt": "Hi", "max_new_tokens": 64, "temperature": 0.8, "seed": 1}
+            )
+        )
+    events = [event for _, event in arrivals]
+    assert events[-1]["type"] == "done"
+    assert sum(e["type"] == "token" for e in events) > 3
+
+
+@pytest.fixture(scope="module")
+def real_generator(default_model_dir):
+    """The real default model, one slot and a one-request queue (to exercise overload)."""
+    env = {"MODEL": str(default_model_dir), "MAX_CONCURRENCY": "1", "MAX_QUEUE": "1"}
+    with ServerProcess("generator.app:create_app", env) as server:
+        yield server
+
+
+@pytest.mark.real_model
+def test_real_model_streams_coherent_text(real_generator):
+    body = {
+        "prompt": "What is the capital of France?",
+        "chat": True,
+        "max_new_tokens": 24,
+        "temperature": 0,
+    }
+    with httpx.Client(base_url=real_generator.url, timeout=120) as client:
+        arrivals = list(stream_lines(client, body))
+    events = [event for _, event in arrivals]
+    tokens = [(t, e) for t, e in arrivals if e["type"] == "token"]
+    assert "Paris" in streamed_text(events)
+    # Streamed, not delivered at once: the token lines arrive spread over time.
+    assert tokens[-1][0] - tokens[0][0] > 0.05
+    done = events[-1]
+    assert done["type"] == "done"
+    assert done["usage"]["completion_tokens"] >= len(tokens)
+    assert done["timings"]["tokens_per_s"] > 0
+
+
+@pytest.mark.real_model
+def test_client_disconnect_stops_generation_and_frees_the_slot(real_generator):
+    body = {"prompt": "Write a very long story.", "max_new_tokens": 1000, "temperature": 0.8}
+    with httpx.Client(base_url=real_generator.url, timeout=120) as client:
+        before = decode_steps(real_generator)
+        received = 0
+        for _, event in stream_lines(client, body):
+            received += event["type"] == "token"
+            if received == 3:
+                break  # leaving the `with` closes the connection mid-stream
+        closed_at = decode_steps(real_generator)
+        time.sleep(1.0)
+        settled = decode_steps(real_generator)
+        time.sleep(1.0)
+        later = decode_steps(real_generator)
+        # Within about one token of the close, then no more forward passes at all.
+        assert settled - closed_at <= 2
+        assert later == settled
+        assert later - before < 50
+        # The single slot is free again: the next request is admitted without queueing.
+        events = parse_ndjson(
+            client.post("/v1/generate", json={"prompt": "Hi", "max_new_tokens": 2}).text
+        )
+        assert events[-1]["type"] == "done"
+        assert not any(e["type"] == "status" for e in events)
+
+
+@pytest.mark.real_model
+def test_full_queue_is_refused_with_503_and_retry_after(real_generator):
+    long_body = {"prompt": "Count to a thousand.", "max_new_tokens": 600, "temperature": 0.8}
+    with (
+        httpx.Client(base_url=real_generator.url, timeout=120) as running,
+        httpx.Client(base_url=real_generator.url, timeout=120) as waiting,
+    ):
+        first = stream_lines(running, long_body)
+        assert next(e for _, e in first if e["type"] == "token")
+        second = stream_lines(waiting, long_body)
+        _, status = next(second)
+        assert status == {"type": "status", "state": "queued", "position": 1}
+
+        refused = httpx.post(real_generator.url + "/v1/generate", json=long_body, timeout=30)
+        assert refused.status_code == 503
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"]["code"] == "overloaded"
+
+        first.close()  # the running stream leaves: the waiting one is admitted and streams
+        _, event = next(second)
+        assert event["type"] == "token"
+        second.close()

@@ -1,0 +1,42 @@
+"""Models for tests: the converted real default, and a tiny random GPT-2 built on the fly.
+
+The tiny GPT-2 uses the real SmolLM2 tokenizer, so its random output is full of byte
+tokens that split multi-byte characters — exactly what streaming must survive — and
+it exercises the GPT-2 code path while running in milliseconds per token.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from generator.settings import default_model_dir
+
+
+def real_model_dir() -> Path:
+    """The converted SmolLM2 directory; fails loudly (never skips) when missing."""
+    path = default_model_dir()
+    if not (path / "config.json").is_file():
+        raise RuntimeError(f"{path} is missing: run `make model` first")
+    return path
+
+
+def build_tiny_gpt2(target: Path, *, seed: int = 0, layers: int = 2, context: int = 1024) -> Path:
+    """Save a randomly initialised 2-layer GPT-2 with the SmolLM2 tokenizer into `target`."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(real_model_dir())
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=context,
+        n_embd=64,
+        n_layer=layers,
+        n_head=2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = GPT2LMHeadModel(config)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
