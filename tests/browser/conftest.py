@@ -1,0 +1,135 @@
+"""A real browser on the page, the page on one origin, the gateway on another.
+
+Chromium is Debian's (`make browser-deps`); Playwright only drives it. The page is
+served by the same static server `make local-up` runs (scripts/local_up.py), with a
+`config.js` pointing at a gateway process that talks to a real generator process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+from support.servers import ServerProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def load_local_up() -> ModuleType:
+    """scripts/ is not a package: load the orchestrator module from its file."""
+    spec = importlib.util.spec_from_file_location("local_up", ROOT / "scripts" / "local_up.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+local_up = load_local_up()
+
+
+@contextmanager
+def serve_frontend(gateway_url: str, port: int | None = None) -> Iterator[str]:
+    """The page on its own port (a different origin from the gateway); yields its URL."""
+    port = port or free_port()
+    server = local_up.make_frontend_server(
+        "127.0.0.1", port, gateway_url=gateway_url, gateway_port=0, log_line=lambda _: None
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def gateway_process(generator_url: str, page_origin: str, port: int | None = None) -> ServerProcess:
+    return ServerProcess(
+        "gateway.app:create_app",
+        {"GENERATOR_URL": generator_url, "ALLOWED_ORIGINS": page_origin},
+        port=port,
+    )
+
+
+class Stack:
+    """Generator + gateway + page, with the URLs a test needs."""
+
+    def __init__(self, generator: ServerProcess, gateway: ServerProcess, page_url: str) -> None:
+        self.generator = generator
+        self.gateway = gateway
+        self.page_url = page_url
+
+    def decode_steps(self) -> float:
+        """`generator_decode_steps_total`: model forward passes so far."""
+        text = httpx.get(self.generator.url + "/metrics", timeout=10).text
+        for line in text.splitlines():
+            if line.startswith("generator_decode_steps_total"):
+                return float(line.split()[-1])
+        raise AssertionError("generator_decode_steps_total missing from /metrics")
+
+
+@contextmanager
+def stack_for(generator: ServerProcess) -> Iterator[Stack]:
+    page_port = free_port()
+    origin = f"http://127.0.0.1:{page_port}"
+    with (
+        gateway_process(generator.url, origin) as gateway,
+        serve_frontend(gateway.url, page_port) as page_url,
+    ):
+        yield Stack(generator, gateway, page_url)
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tiny_model_dir: Path) -> Iterator[ServerProcess]:
+    """One tiny-GPT-2 generator for the module (the engine is reused between tests)."""
+    with ServerProcess("generator.app:create_app", {"MODEL": str(tiny_model_dir)}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tiny_stack(tiny_generator: ServerProcess) -> Iterator[Stack]:
+    with stack_for(tiny_generator) as stack:
+        yield stack

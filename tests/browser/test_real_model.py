@@ -1,0 +1,46 @@
+"""The real default model streams readable text onto the page; the screenshot is kept."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from support.servers import ServerProcess
+
+from .conftest import ARTIFACTS, ROOT, stack_for
+
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+
+
+@pytest.mark.real_model
+def test_real_model_streams_readable_text(page: Page, default_model_dir: Path) -> None:
+    with (
+        ServerProcess("generator.app:create_app", {"MODEL": str(default_model_dir)}) as generator,
+        stack_for(generator) as stack,
+    ):
+        page.set_viewport_size({"width": 900, "height": 820})
+        page.goto(stack.page_url)
+        page.fill("#prompt", "Write a short poem about the sea.")
+        page.fill("#max-tokens", "60")
+        page.fill("#temperature", "0")
+        page.check("#chat")
+        page.click("#start")
+        expect(page.locator("#status")).to_have_attribute("data-state", "done", timeout=300_000)
+
+        text = page.locator("#output").text_content() or ""
+        words = re.findall(r"[A-Za-z]{2,}", text)
+        assert len(words) >= 8, f"not readable text: {text!r}"
+        letters = sum(ch.isascii() and (ch.isalpha() or ch.isspace()) for ch in text)
+        assert letters / len(text) > 0.8, f"not readable text: {text!r}"
+        assert "\ufffd" not in text
+        expect(page.locator("#stat-tokens")).to_have_text(re.compile(r"^\d+$"))
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "screenshot.png"
+        page.screenshot(path=str(shot), full_page=True)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT)
