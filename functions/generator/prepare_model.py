@@ -58,6 +58,7 @@ def convert(gguf: Path, output: Path) -> None:
 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=output.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the served model must be world-readable
     try:
         step(f"writing safetensors to {output}")
         model.save_pretrained(staging)
