@@ -1,0 +1,142 @@
+"""The gateway's HTTP surface: `create_app(settings)` with thin routes over the relay.
+
+`transport` lets tests (and anything embedding both functions in one process) route
+the generator calls to an in-process app, e.g. `httpx.ASGITransport(generator_app)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from gateway.metrics import GatewayMetrics
+from gateway.openai_api import openai_error_response, openai_router
+from gateway.protocol import GenerationParams, StartResponse, check_limits
+from gateway.relay import Relay, only_error
+from gateway.settings import Settings
+from gateway.signing import StartIdSigner
+from gateway.sse import event_stream, sse_events
+from gateway.upstream import GeneratorClient
+from streamkit.errors import (
+    InvalidRequest,
+    ServiceError,
+    describe_validation_error,
+    error_response,
+    install_error_handlers,
+)
+from streamkit.logs import configure_logging
+from streamkit.requestid import HEADER as REQUEST_ID_HEADER
+from streamkit.requestid import RequestIdMiddleware
+
+
+def _render_error(request: Request, error: ServiceError) -> Response:
+    """OpenAI's envelope on its routes, the project's own everywhere else."""
+    if request.url.path.startswith("/v1/"):
+        return openai_error_response(error)
+    return error_response(error)
+
+
+def _query_params(request: Request) -> dict[str, Any]:
+    params: dict[str, Any] = dict(request.query_params)
+    if "stop" in params:
+        params["stop"] = request.query_params.getlist("stop")
+    return params
+
+
+def _validate(params: dict[str, Any], *, strict: bool, settings: Settings) -> GenerationParams:
+    try:
+        parsed = GenerationParams.model_validate(params, strict=strict)
+    except ValidationError as exc:
+        raise describe_validation_error(exc.errors()) from None
+    return check_limits(parsed, settings)
+
+
+def create_app(
+    settings: Settings | None = None, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    metrics = GatewayMetrics()
+    client = GeneratorClient(settings, transport)
+    relay = Relay(settings, client, metrics)
+    signer = StartIdSigner.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
+    app = FastAPI(title="gateway", version="0.1.0", lifespan=lifespan)
+    app.state.relay = relay
+    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+        max_age=600,
+    )
+    install_error_handlers(app, _render_error)
+
+    @app.post("/start", response_model=StartResponse)
+    async def start(params: GenerationParams) -> StartResponse:
+        """Validate the parameters and sign them into a stateless, expiring id."""
+        check_limits(params, settings)
+        start_id = signer.issue(params.model_dump(exclude_defaults=True))
+        return StartResponse(id=start_id, stream_url=f"/generate?id={start_id}")
+
+    @app.get("/generate", response_model=None)
+    async def generate(request: Request) -> Response:
+        """The generation as Server-Sent Events: `token`…, then one `done` or `error`.
+        `?id=` from `POST /start`, or the parameters themselves in the query."""
+        if "last-event-id" in request.headers:
+            # A browser EventSource reconnecting after the stream ended: 204 makes it stop
+            # rather than run the generation again.
+            return Response(status_code=204)
+        query = _query_params(request)
+        if "id" in query:
+            if len(query) > 1:
+                raise InvalidRequest("id", "give either id or generation parameters, not both")
+            params = _validate(signer.verify(query["id"]), strict=True, settings=settings)
+        else:
+            params = _validate(query, strict=False, settings=settings)
+        try:
+            events = await relay.open(params, request.state.request_id, "generate")
+        except ServiceError as error:
+            if 400 <= error.status_code < 500:
+                raise  # the request itself is wrong: a plain 4xx naming the field
+            # Down, overloaded, timing out: a 200 stream with one `error` event, which
+            # EventSource can read (it cannot read the body of a non-200 answer).
+            return event_stream(sse_events(only_error(error)), settings)
+        return event_stream(sse_events(events), settings)
+
+    app.include_router(openai_router(relay))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The gateway process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """200 when the generator answers its own /readyz with 200; 503 otherwise."""
+        ready, info = await client.readiness()
+        body = {"status": "ready" if ready else "not_ready", "generator": info}
+        return JSONResponse(
+            body, status_code=200 if ready else 503, headers={} if ready else {"Retry-After": "1"}
+        )
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,251 @@
+"""OpenAI-compatible endpoints over the same relay: `/v1/completions`,
+`/v1/chat/completions` (streamed or not) and `/v1/models`.
+
+Errors use OpenAI's envelope `{"error": {"message", "type", "code", "param"}}` so the
+official clients raise their usual exceptions: before a stream, as an HTTP status
+(503/429 keep `Retry-After`, which the clients honour when retrying); during a
+stream, as a `data: {"error": ...}` chunk followed by `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import PurePath
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette import ServerSentEvent
+
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
+from gateway.relay import Event, Relay
+from gateway.sse import SEPARATOR, dumps, event_stream
+from streamkit.errors import Overloaded, ServiceError
+
+FINISH_REASONS = {"length": "length", "stop": "stop", "eos": "stop"}
+DEFAULT_MODEL_ID = "default"
+
+
+def openai_error_response(error: ServiceError) -> JSONResponse:
+    """An error in OpenAI's envelope. Bad input is 400 there (422 elsewhere)."""
+    status = 400 if error.status_code == 422 else error.status_code
+    return JSONResponse(
+        {"error": openai_error_body(error)}, status_code=status, headers=error.headers()
+    )
+
+
+def openai_error_body(error: ServiceError | Event) -> dict[str, Any]:
+    if isinstance(error, ServiceError):
+        status, code, message, field = (
+            error.status_code,
+            error.code,
+            error.message,
+            error.field,
+        )
+    else:  # an in-stream error event
+        status, code, message, field = 500, error["code"], error["message"], error.get("field")
+    kind = "invalid_request_error" if 400 <= status < 500 else "server_error"
+    return {"message": message, "type": kind, "code": code, "param": field}
+
+
+class _Shape:
+    """What differs between the two endpoints' payloads."""
+
+    def __init__(self, chat: bool, model: str) -> None:
+        self.chat = chat
+        self.model = model
+        self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        self.created = int(time.time())
+
+    def envelope(self, object_name: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": object_name,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
+
+    def chunk(self, text: str | None, finish_reason: str | None, *, role: bool = False) -> Any:
+        if self.chat:
+            delta: dict[str, Any] = {}
+            if role:
+                delta["role"] = "assistant"
+            if text is not None:
+                delta["content"] = text
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            return self.envelope("chat.completion.chunk", [choice])
+        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        return self.envelope("text_completion", [choice])
+
+    def complete(self, text: str, finish_reason: str, usage: dict[str, int]) -> dict[str, Any]:
+        if self.chat:
+            message = {"role": "assistant", "content": text, "refusal": None}
+            choice = {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+            body = self.envelope("chat.completion", [choice])
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+            body = self.envelope("text_completion", [choice])
+        body["usage"] = usage
+        return body
+
+
+def _usage(done: Event) -> dict[str, int]:
+    usage = done.get("usage") or {}
+    prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def openai_router(relay: Relay) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    async def run(
+        request: Request,
+        params: GenerationParams,
+        shape: _Shape,
+        stream: bool,
+        include_usage: bool,
+        endpoint: str,
+    ) -> Response:
+        request_id = request.state.request_id
+        try:
+            events = await relay.open(params, request_id, endpoint)
+        except ServiceError as error:
+            return openai_error_response(error)
+        if stream:
+            return event_stream(_chunks(events, shape, include_usage), relay.settings)
+        return await _collect(request, events, shape)
+
+    @router.post("/completions")
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        """OpenAI text completion: the prompt continued as plain text."""
+        shape = _Shape(chat=False, model=body.model or DEFAULT_MODEL_ID)
+        return await run(
+            request, body.to_params(), shape, body.stream, body.include_usage, "completions"
+        )
+
+    @router.post("/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        """OpenAI chat completion: one user turn (after an optional system message)."""
+        shape = _Shape(chat=True, model=body.model or DEFAULT_MODEL_ID)
+        return await run(
+            request, body.to_params(), shape, body.stream, body.include_usage, "chat_completions"
+        )
+
+    @router.get("/models")
+    async def models() -> Response:
+        """The generator's one model, named after its directory or hub id."""
+        ready, info = await relay.client.readiness()
+        model = info.get("model")
+        if not isinstance(model, str):
+            error = ServiceError("generator is not reachable; model unknown")
+            error.status_code, error.code = 503, "upstream_unavailable"
+            return openai_error_response(error)
+        name = PurePath(model).name if model.startswith(("/", ".")) else model
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": name,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "generator",
+                        "ready": ready,
+                    },
+                ],
+            }
+        )
+
+    return router
+
+
+# HTTP status of an in-stream error code, for the non-streamed answer.
+_ERROR_STATUS = {
+    "overloaded": 503,
+    "model_unavailable": 503,
+    "upstream_unavailable": 503,
+    "upstream_timeout": 504,
+    "upstream_failed": 502,
+    "generation_failed": 500,
+}
+
+
+async def _collect(
+    request: Request, events: AsyncGenerator[Event, None], shape: _Shape
+) -> Response:
+    """Non-streamed: wait for the end and answer in one piece (or with the HTTP error).
+    A client that hangs up meanwhile cancels the wait, which closes the upstream stream."""
+    parts: list[str] = []
+    answer: Response | None = None
+
+    async def consume() -> None:
+        nonlocal answer
+        async for event in events:
+            if event["type"] == "token":
+                parts.append(event["text"])
+            elif event["type"] == "done":
+                finish = FINISH_REASONS.get(event["finish_reason"], "stop")
+                answer = JSONResponse(shape.complete("".join(parts), finish, _usage(event)))
+            elif event["type"] == "error":
+                error: ServiceError = ServiceError(event["message"])
+                if "retry_after_s" in event:
+                    error = Overloaded(event["message"], retry_after_s=event["retry_after_s"])
+                error.code = event["code"]
+                error.status_code = _ERROR_STATUS.get(event["code"], 502)
+                answer = openai_error_response(error)
+
+    async with anyio.create_task_group() as tasks:
+
+        async def consume_then_stop() -> None:
+            await consume()
+            tasks.cancel_scope.cancel()
+
+        async def stop_on_disconnect() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(consume_then_stop)
+        tasks.start_soon(stop_on_disconnect)
+    await events.aclose()
+    return answer or Response(status_code=499)
+
+
+async def _chunks(
+    events: AsyncIterator[Event], shape: _Shape, include_usage: bool
+) -> AsyncIterator[ServerSentEvent]:
+    def data(payload: Any) -> ServerSentEvent:
+        if include_usage and isinstance(payload, dict) and "choices" in payload:
+            payload.setdefault("usage", None)
+        return ServerSentEvent(
+            payload if isinstance(payload, str) else dumps(payload), sep=SEPARATOR
+        )
+
+    if shape.chat:
+        yield data(shape.chunk("", None, role=True))
+    async for event in events:
+        if event["type"] == "token":
+            yield data(shape.chunk(event["text"], None))
+        elif event["type"] == "done":
+            finish = FINISH_REASONS.get(event["finish_reason"], "stop")
+            yield data(shape.chunk(None if shape.chat else "", finish))
+            if include_usage:
+                final = shape.envelope(shape.chunk(None, None)["object"], [])
+                final["usage"] = _usage(event)
+                yield data(final)
+        elif event["type"] == "error":
+            yield data({"error": openai_error_body(event)})
+    yield data("[DONE]")

@@ -1,0 +1,190 @@
+"""The gateway's wire types: generation parameters, `/start`, and the OpenAI request bodies.
+
+`GenerationParams` mirrors the generator's `GenerateRequest` field for field (a test
+keeps them in step) so bad input is refused here, before any stream or upstream
+request starts. Operator-tuned bounds are checked against `Settings` in
+`check_limits`, with the same names and defaults as the generator's.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from gateway.settings import Settings
+from streamkit.errors import InvalidRequest, describe_validation_error
+
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 64
+MAX_SEED = 2**63 - 1
+
+StopString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
+
+
+class GenerationParams(BaseModel):
+    """What one generation needs; the body of `POST /start` and the query of `GET /generate`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str = Field(min_length=1, description="Text to continue (or the user turn when chat).")
+    max_new_tokens: int | None = Field(None, ge=1, description="Tokens to generate at most.")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    top_k: int = Field(0, ge=0, le=1000, description="Sample among the k likeliest; 0 = off.")
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="1.0 = off.")
+    stop: list[StopString] = Field(
+        default_factory=list,
+        max_length=MAX_STOP_SEQUENCES,
+        description="Strings that end generation; they are not emitted.",
+    )
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Makes sampling reproducible.")
+    chat: bool = Field(False, description="Wrap the prompt in the model's chat template.")
+
+    def upstream_body(self) -> dict[str, Any]:
+        """The generator's request body (unset optionals left out, so its defaults apply)."""
+        return self.model_dump(exclude_none=True)
+
+
+def check_limits(params: GenerationParams, settings: Settings) -> GenerationParams:
+    """The operator-tuned bounds, checked before anything is signed or sent upstream."""
+    if not params.prompt.strip():
+        raise InvalidRequest("prompt", "must contain non-whitespace text")
+    if len(params.prompt) > settings.max_prompt_chars:
+        raise InvalidRequest(
+            "prompt", f"is {len(params.prompt)} characters; at most {settings.max_prompt_chars}"
+        )
+    if params.max_new_tokens is not None and params.max_new_tokens > settings.max_new_tokens_limit:
+        raise InvalidRequest(
+            "max_new_tokens",
+            f"must be at most {settings.max_new_tokens_limit}, got {params.max_new_tokens}",
+        )
+    return params
+
+
+class StartResponse(BaseModel):
+    id: str = Field(description="Opaque, signed, expiring: the parameters themselves.")
+    stream_url: str = Field(description="Relative URL of the event stream for this id.")
+
+
+# -- OpenAI-compatible bodies ----------------------------------------------------------
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    include_usage: bool = False
+
+
+class _OpenAIBase(BaseModel):
+    """Fields both OpenAI endpoints share. Unknown fields are refused (naming them), and
+    fields the model cannot honour are accepted only at their neutral value."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str | None = Field(None, description="Echoed back; the generator serves one model.")
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stop: StopString | list[StopString] | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: Literal[1] = 1
+    user: str | None = None
+    presence_penalty: Literal[0] | None = None
+    frequency_penalty: Literal[0] | None = None
+    logit_bias: dict[str, Any] | None = Field(None, max_length=0)
+    # Extensions (as in vLLM and llama.cpp's servers).
+    top_k: int | None = Field(None, ge=0, le=1000)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+
+    def _params(self, prompt: str, chat: bool, max_new_tokens: int | None) -> GenerationParams:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stop) > MAX_STOP_SEQUENCES:
+            raise InvalidRequest("stop", f"at most {MAX_STOP_SEQUENCES} sequences")
+        fields: dict[str, Any] = {
+            "prompt": prompt,
+            "chat": chat,
+            "stop": stop,
+            "max_new_tokens": max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repetition_penalty": self.repetition_penalty,
+            "seed": self.seed,
+        }
+        if not prompt.strip():
+            raise InvalidRequest(
+                "messages" if chat else "prompt", "must contain non-whitespace text"
+            )
+        try:
+            return GenerationParams(**{k: v for k, v in fields.items() if v is not None})
+        except ValidationError as exc:
+            raise describe_validation_error(exc.errors()) from None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class CompletionRequest(_OpenAIBase):
+    """`POST /v1/completions`: one prompt, continued as plain text."""
+
+    prompt: str | list[str]
+    echo: Literal[False] = False
+    logprobs: None = None
+    best_of: Literal[1] | None = None
+    suffix: None = None
+
+    def to_params(self) -> GenerationParams:
+        prompt = self.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise InvalidRequest("prompt", "exactly one prompt per request is supported")
+            prompt = prompt[0]
+        return self._params(prompt, chat=False, max_new_tokens=self.max_tokens)
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ChatCompletionRequest(_OpenAIBase):
+    """`POST /v1/chat/completions`. The generator templates a single user turn, so the
+    conversation must be one user message, optionally after one system message (which
+    is put before the user's text); other shapes are refused rather than guessed at."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: Literal[False] | None = None
+
+    def to_params(self) -> GenerationParams:
+        roles = [message.role for message in self.messages]
+        if roles not in (["user"], ["system", "user"], ["developer", "user"]):
+            raise InvalidRequest(
+                "messages",
+                "must be one user message, optionally preceded by one system message "
+                f"(multi-turn conversations are not supported); got roles {roles}",
+            )
+        prompt = "\n\n".join(message.text for message in self.messages if message.text)
+        return self._params(
+            prompt, chat=True, max_new_tokens=self.max_completion_tokens or self.max_tokens
+        )

@@ -1,0 +1,65 @@
+"""Gateway settings, read from environment variables (names are the field names, upper-case).
+
+The timeouts are the gateway's promise that a stream never hangs: whatever the
+generator does, the client gets an `error` event within the configured bound.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    generator_url: str = Field(
+        "http://127.0.0.1:8001", description="Base URL of the generator function."
+    )
+    allowed_origins: str = Field(
+        "http://localhost:8080,http://127.0.0.1:8080",
+        description="Comma-separated origins allowed by CORS (the static page's origin); "
+        "`*` allows any.",
+    )
+    start_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key that signs `POST /start` ids. Unset: a random key per process "
+        "(ids then only work on the instance that issued them), with a warning.",
+    )
+    start_ttl_s: int = Field(300, ge=1, description="How long a start id stays valid, seconds.")
+    ping_interval_s: float = Field(
+        15.0, ge=0, description="Seconds between `: ping` comments on idle streams; 0 = off."
+    )
+    connect_timeout_s: float = Field(
+        5.0, gt=0, description="Connecting to the generator (and answering /readyz), seconds."
+    )
+    first_token_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Longest silence from the generator before the first token (queueing, "
+        "model loading), seconds; each `status` line restarts it.",
+    )
+    token_timeout_s: float = Field(
+        30.0, gt=0, description="Longest silence from the generator between tokens, seconds."
+    )
+    send_timeout_s: float = Field(
+        30.0, gt=0, description="Longest wait for a slow client to take one event, seconds."
+    )
+    max_prompt_chars: int = Field(
+        16_000, ge=1, description="Longest accepted prompt, in characters (as the generator)."
+    )
+    max_new_tokens_limit: int = Field(
+        1024, ge=1, description="Largest accepted `max_new_tokens` (as the generator)."
+    )
+    log_level: str = Field("info", description="Python log level of the gateway process.")
+
+    @field_validator("generator_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("GENERATOR_URL must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def origins(self) -> list[str]:
+        return [origin.strip() for origin in self.allowed_origins.split(",") if origin.strip()]

@@ -1,0 +1,87 @@
+"""Gateway fixtures: in-process apps over the real generator app, and real processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import create_app as create_gateway
+from gateway.settings import Settings as GatewaySettings
+from generator.app import create_app as create_generator
+from generator.engine import Engine
+from generator.metrics import GeneratorMetrics
+from generator.settings import Settings as GeneratorSettings
+from support.gateway import SECRET, gateway_process
+from support.servers import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def generator_settings(tiny_model_dir) -> GeneratorSettings:
+    return GeneratorSettings(model=str(tiny_model_dir), max_new_tokens_limit=512)
+
+
+@pytest.fixture
+def tiny_engine(generator_settings) -> Engine:
+    """One engine per test: a worker thread frees its slot on the event loop of the test
+    that started it, and each test has its own loop."""
+    engine = Engine(generator_settings, GeneratorMetrics())
+    engine.load()
+    assert engine.ready, engine.load_error
+    return engine
+
+
+class RecordingASGI:
+    """Passes requests to the real generator app and remembers their headers, so tests
+    can see what the gateway sent upstream."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.headers: list[dict[str, str]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def upstream(generator_settings, tiny_engine) -> RecordingASGI:
+    return RecordingASGI(create_generator(generator_settings, tiny_engine))
+
+
+GatewayFactory = Callable[..., httpx.AsyncClient]
+
+
+@pytest.fixture
+async def make_gateway(upstream) -> AsyncIterator[GatewayFactory]:
+    """Builds an in-process gateway (settings overridable) whose generator calls go to
+    `upstream` (or another ASGI app) through `httpx.ASGITransport`."""
+    clients: list[httpx.AsyncClient] = []
+
+    def make(app: Any = None, **overrides: Any) -> httpx.AsyncClient:
+        settings = GatewaySettings(**{"start_secret": SECRET, "ping_interval_s": 0, **overrides})
+        target = httpx.ASGITransport(app=app or upstream)
+        gateway = create_gateway(settings, transport=target)
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=gateway), base_url="http://gateway", timeout=60
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+async def gateway(make_gateway) -> httpx.AsyncClient:
+    return make_gateway()
+
+
+@pytest.fixture
+def gateway_server(tiny_generator_server) -> Iterator[ServerProcess]:
+    with gateway_process(tiny_generator_server.url) as server:
+        yield server

@@ -1,0 +1,30 @@
+"""Helpers for tests that run the gateway as a real process."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from support.servers import ServerProcess
+
+ORIGIN = "http://localhost:8080"
+SECRET = "test-secret"
+
+
+def gateway_process(generator_url: str, **env: str) -> ServerProcess:
+    """A real gateway process (uvicorn) pointed at `generator_url` (ready = /healthz, so
+    it starts even when the generator is down)."""
+    return ServerProcess(
+        "gateway.app:create_app",
+        {"GENERATOR_URL": generator_url, "START_SECRET": SECRET, "LOG_LEVEL": "warning", **env},
+        ready_path="/healthz",
+    )
+
+
+def metric(base_url: str, name: str) -> float:
+    """One unlabelled sample from a Prometheus /metrics page."""
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
