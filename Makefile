@@ -41,14 +41,15 @@ model: install ## Convert the default model (GGUF → safetensors) once, into .c
 test: install model $(TEST_PREREQS) ## Install everything, prepare the model, run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: install ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check functions tests
-	$(VENV)/bin/ruff format --check functions tests
+lint: install ## ruff (lint + format check), mypy, and the linters mk/*.mk add (hadolint...)
+	$(VENV)/bin/ruff check functions tests scripts
+	$(VENV)/bin/ruff format --check functions tests scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict scripts/*.py
 
 format: install ## Apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix functions tests
-	$(VENV)/bin/ruff format functions tests
+	$(VENV)/bin/ruff check --fix functions tests scripts
+	$(VENV)/bin/ruff format functions tests scripts
 
 run-generator: model ## Run only the generator on GENERATOR_HOST:GENERATOR_PORT
 	$(VENV)/bin/uvicorn --factory generator.app:create_app \

@@ -116,12 +116,17 @@
     return base + (path.startsWith("/") ? "" : "/") + path;
   }
 
-  /** Words for a refused request, from the `{"error": {code, message, field}}` body. */
-  function describeRefusal(response, body) {
-    const error = body && typeof body.error === "object" && body.error ? body.error : null;
+  /** Mark the control a server error names (`field`), if the page has one. */
+  function flagField(error) {
     if (error && error.field && fieldControls[error.field]) {
       fieldControls[error.field].setAttribute("aria-invalid", "true");
     }
+  }
+
+  /** Words for a refused request, from the `{"error": {code, message, field}}` body. */
+  function describeRefusal(response, body) {
+    const error = body && typeof body.error === "object" && body.error ? body.error : null;
+    flagField(error);
     const message = error && error.message ? error.message : response.statusText || "no details";
     let text = `The gateway refused the request (HTTP ${response.status}): ${message}`;
     const retry = response.headers.get("Retry-After");
@@ -261,6 +266,7 @@
       if (typeof event.data === "string") {
         const data = parseData(current, event);
         if (!data) return;
+        flagField(data); // refusals only the generator can make still name their field
         fail(current, `The generation failed: ${data.message} (${data.code}).`);
       } else if (current.tokens > 0) {
         fail(

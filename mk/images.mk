@@ -33,8 +33,7 @@ TORCH_WHEELS ?= /opt/wheels
 WHEEL_INDEX_PORT ?= 39817
 HADOLINT := $(VENV)/bin/hadolint
 
-.PHONY: images images-standin docker-up docker-down container-deps standin-images hadolint \
-	lint-images
+.PHONY: images images-standin docker-up docker-down container-deps standin-images hadolint
 
 images: ## Build both images, `stream` (default) and `lambda` targets (CONTAINER_ENGINE, IMAGE_TAG...)
 	@mkdir -p .run
@@ -81,12 +80,5 @@ standin-images: container-deps ## The stand-in Lambda base and adapter images (p
 hadolint: container-deps ## Lint both Dockerfiles
 	$(HADOLINT) Dockerfile.generator Dockerfile.gateway
 
-# scripts/ is outside `functions tests`: lint the build helper, and both Dockerfiles.
-lint-images: install
-	$(VENV)/bin/ruff check scripts/wheel_index.py
-	$(VENV)/bin/ruff format --check scripts/wheel_index.py
-	$(VENV)/bin/mypy --strict --ignore-missing-imports scripts/wheel_index.py
-	$(HADOLINT) Dockerfile.generator Dockerfile.gateway
-
-lint: lint-images
+lint: hadolint
 TEST_PREREQS += standin-images

@@ -2,7 +2,7 @@
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: local-up browser-deps lint-scripts
+.PHONY: local-up browser-deps
 
 local-up: install model ## Run generator (:8001), gateway (:8000) and the page (:8080); prints the URL
 	$(PY) scripts/local_up.py
@@ -15,11 +15,4 @@ browser-deps: ## Install Debian's Chromium for the browser tests (Playwright dri
 	fi
 	@test -x $(CHROMIUM) || { echo "chromium missing at $(CHROMIUM)"; exit 1; }
 
-# scripts/ is outside `functions tests`: lint the orchestrator here as well.
-lint-scripts: install
-	$(VENV)/bin/ruff check scripts/local_up.py
-	$(VENV)/bin/ruff format --check scripts/local_up.py
-	$(VENV)/bin/mypy --strict --ignore-missing-imports scripts/local_up.py
-
-lint: lint-scripts
 TEST_PREREQS += browser-deps

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from httpx_sse import connect_sse
@@ -57,7 +58,9 @@ class Tap:
     async def _handle(self, down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
         up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
 
-        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tap: bool):
+        async def pump(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tap: bool
+        ) -> None:
             tail = b""
             try:
                 while data := await reader.read(65536):
@@ -77,7 +80,7 @@ class Tap:
         await asyncio.gather(pump(down_r, up_w, False), pump(up_r, down_w, True))
 
 
-def direct_run(url: str, body: dict) -> list[float]:
+def direct_run(url: str, body: dict[str, Any]) -> list[float]:
     """Token arrival times reading the generator's NDJSON directly."""
     times, buffer = [], b""
     with httpx.stream("POST", url + "/v1/generate", json=body, timeout=300) as response:
@@ -91,7 +94,7 @@ def direct_run(url: str, body: dict) -> list[float]:
     return times
 
 
-def gateway_run(url: str, body: dict) -> tuple[list[float], dict[int, float]]:
+def gateway_run(url: str, body: dict[str, Any]) -> tuple[list[float], dict[int, float]]:
     """Token arrival times (by index) reading the gateway's SSE stream."""
     arrivals: dict[int, float] = {}
     with (

@@ -112,9 +112,9 @@ def create_app(
         try:
             events = await relay.open(params, request.state.request_id, "generate")
         except ServiceError as error:
-            if 400 <= error.status_code < 500:
-                raise  # the request itself is wrong: a plain 4xx naming the field
-            # Down, overloaded, timing out: a 200 stream with one `error` event, which
+            # The gateway's own checks passed; whatever the generator says now (down,
+            # overloaded, timing out, or a refusal only it can make, such as a prompt that
+            # overflows the model's context) is a 200 stream with one `error` event, which
             # EventSource can read (it cannot read the body of a non-200 answer).
             return event_stream(sse_events(only_error(error)), settings)
         return event_stream(sse_events(events), settings)

@@ -6,6 +6,8 @@ generator does, the client gets an `error` event within the configured bound.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -15,6 +17,12 @@ class Settings(BaseSettings):
 
     generator_url: str = Field(
         "http://127.0.0.1:8001", description="Base URL of the generator function."
+    )
+    generator_auth: Literal["none", "sigv4"] = Field(
+        "none",
+        description="How the gateway authenticates to the generator: `none`, or `sigv4` "
+        "(AWS SigV4 for a Function URL with AuthType AWS_IAM; credentials and AWS_REGION "
+        "from the Lambda environment).",
     )
     allowed_origins: str = Field(
         "http://localhost:8080,http://127.0.0.1:8080",

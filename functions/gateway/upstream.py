@@ -121,6 +121,16 @@ class UpstreamStream:
         await self._response.aclose()
 
 
+def _auth(settings: Settings) -> httpx.Auth | None:
+    """SigV4 signing when the generator sits behind an IAM-protected Function URL.
+    Imported only then: botocore is a noticeable share of a cold start."""
+    if settings.generator_auth == "none":
+        return None
+    from gateway.sigv4 import generator_auth
+
+    return generator_auth(settings.generator_auth)
+
+
 class GeneratorClient:
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
         self._settings = settings
@@ -134,6 +144,7 @@ class GeneratorClient:
         self.http = httpx.AsyncClient(
             base_url=settings.generator_url,
             transport=transport,
+            auth=_auth(settings),
             timeout=timeout,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
         )

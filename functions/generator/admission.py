@@ -12,6 +12,7 @@ on their own loop with `call_soon_threadsafe`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
@@ -71,15 +72,18 @@ class Admission:
         with self._lock:
             return self._waiting.index(ticket) + 1 if ticket in self._waiting else 0
 
-    async def wait(self, ticket: Ticket) -> AsyncIterator[int]:
-        """Yield the queue position each time it changes, until the ticket is admitted."""
+    async def wait(self, ticket: Ticket, heartbeat_s: float) -> AsyncIterator[int]:
+        """Yield the queue position each time it changes, and at least every `heartbeat_s`
+        (so an idle-timeout downstream never mistakes a long wait for a dead stream),
+        until the ticket is admitted."""
         while True:
             ticket._changed.clear()  # before reading state, so no wake-up is lost
             position = self.position(ticket)
             if ticket.admitted:
                 return
             yield position
-            await ticket._changed.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ticket._changed.wait(), heartbeat_s)
 
     def release(self) -> None:
         """Free a slot (any thread): hand it to the longest live waiter, or to the pool."""

@@ -148,11 +148,14 @@ class Engine:
         (unless the consumer goes away first, which stops the work)."""
         handed_off = False
         try:
-            async for position in self.admission.wait(ticket):
+            heartbeat_s = self.settings.status_interval_s
+            async for position in self.admission.wait(ticket, heartbeat_s):
                 yield status_event("queued", position)
-            if not self._loaded.is_set():
+            while not self._loaded.is_set():
                 yield status_event("loading")
-                await asyncio.get_running_loop().run_in_executor(None, self._loaded.wait)
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self._loaded.wait, heartbeat_s
+                )
             if self._load_error is not None:
                 raise self._load_error
             if job.prompt_ids is None:

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         16, ge=0, description="Requests allowed to wait for a slot; beyond it: 503 + Retry-After."
     )
+    status_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="While a request waits (queued, or the model loading) its `status` "
+        "line is repeated this often, so proxies and the gateway see a live stream.",
+    )
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with a 503 when overloaded.")
     max_prompt_chars: int = Field(
         16_000, ge=1, description="Longest accepted prompt, in characters."

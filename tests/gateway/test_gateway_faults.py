@@ -180,12 +180,14 @@ async def test_broken_upstream_streams(make_gateway, lines, code):
     assert "gateway_upstream_errors_total{kind=" in text
 
 
-async def test_upstream_rejection_is_relayed_as_4xx(make_gateway):
+async def test_upstream_rejection_is_relayed_naming_the_field(make_gateway):
     body = b'{"error":{"code":"invalid_request","message":"prompt: too long","field":"prompt"}}'
     gateway = make_gateway(_ndjson_app([body], status=422))
-    r = await gateway.get("/generate", params={"prompt": "hi"})
-    assert r.status_code == 422
-    assert r.json()["error"]["field"] == "prompt"
+    # SSE: an `error` event that EventSource can read, still naming the field.
+    error = check_stream(await read_events(gateway, "/generate", params={"prompt": "hi"}))
+    assert error.event == "error"
+    assert error.data["code"] == "invalid_request"
+    assert error.data["field"] == "prompt"
     r = await gateway.post("/v1/completions", json={"prompt": "hi"})
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "prompt"

@@ -15,12 +15,13 @@ import sys
 import gateway.app, gateway.handler
 app = gateway.app.create_app()
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'generator',
-               'numpy', 'safetensors', 'tokenizers'})
+               'numpy', 'safetensors', 'tokenizers', 'botocore'})
 print(','.join(heavy))
 """
 
 
 def test_importing_the_gateway_loads_no_model_libraries():
+    """Nor botocore, while GENERATOR_AUTH is `none` (the default): it only costs cold start."""
     env = {**os.environ, "PYTHONPATH": str(FUNCTIONS), "START_SECRET": "x"}
     result = subprocess.run(
         [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -46,7 +47,12 @@ def test_tiny_model_streams_token_lines_one_by_one(tiny_generator_server):
 @pytest.fixture(scope="module")
 def real_generator(default_model_dir):
     """The real default model, one slot and a one-request queue (to exercise overload)."""
-    env = {"MODEL": str(default_model_dir), "MAX_CONCURRENCY": "1", "MAX_QUEUE": "1"}
+    env = {
+        "MODEL": str(default_model_dir),
+        "MAX_CONCURRENCY": "1",
+        "MAX_QUEUE": "1",
+        "STATUS_INTERVAL_S": "0.2",
+    }
     with ServerProcess("generator.app:create_app", env) as server:
         yield server
 
@@ -117,7 +123,12 @@ def test_full_queue_is_refused_with_503_and_retry_after(real_generator):
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.json()["error"]["code"] == "overloaded"
 
+        # While it waits, the status line is repeated (a heartbeat), position unchanged.
+        _, heartbeat = next(second)
+        assert heartbeat == status
+
         first.close()  # the running stream leaves: the waiting one is admitted and streams
-        _, event = next(second)
-        assert event["type"] == "token"
+        after = [event for _, event in itertools.islice(second, 20)]
+        assert all(e == status for e in after if e["type"] == "status")
+        assert any(e["type"] == "token" for e in after)
         second.close()
