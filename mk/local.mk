@@ -2,7 +2,7 @@
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: local-up browser-deps
+.PHONY: local-up browser-deps screenshot
 
 local-up: install model ## Run generator (:8001), gateway (:8000) and the page (:8080); prints the URL
 	$(PY) scripts/local_up.py
@@ -16,3 +16,6 @@ browser-deps: ## Install Debian's Chromium for the browser tests (Playwright dri
 	@test -x $(CHROMIUM) || { echo "chromium missing at $(CHROMIUM)"; exit 1; }
 
 TEST_PREREQS += browser-deps
+
+screenshot: install model browser-deps ## Refresh docs/screenshot.png from the real model on the page
+	UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/browser/test_real_model.py -q
