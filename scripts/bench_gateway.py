@@ -156,15 +156,20 @@ def report(
     added: list[float],
     metrics: str,
 ) -> None:
-    rates = {side: statistics.fmean(r for r, _ in runs) for side, runs in sides.items()}
-    ttfts = {side: statistics.fmean(t for _, t in runs) * 1e3 for side, runs in sides.items()}
+    rates = {side: statistics.median(r for r, _ in runs) for side, runs in sides.items()}
+    ttfts = {side: statistics.median(t for _, t in runs) * 1e3 for side, runs in sides.items()}
+    spread = {
+        side: f"{min(r for r, _ in runs):.1f}-{max(r for r, _ in runs):.1f}"
+        for side, runs in sides.items()
+    }
     inside = dict(
         re.findall(r"^gateway_added_latency_seconds_(sum|count) (\S+)$", metrics, re.MULTILINE)
     )
     print(f"model: generator default; {args.runs} runs x {args.max_new_tokens} tokens, greedy")
     print(f"{'':24}{'generator alone':>18}{'through gateway':>18}")
-    print(f"{'client tok/s (mean)':24}{rates['generator']:>18.2f}{rates['gateway']:>18.2f}")
-    print(f"{'TTFT ms (mean)':24}{ttfts['generator']:>18.1f}{ttfts['gateway']:>18.1f}")
+    print(f"{'client tok/s (median)':24}{rates['generator']:>18.2f}{rates['gateway']:>18.2f}")
+    print(f"{'  min-max':24}{spread['generator']:>18}{spread['gateway']:>18}")
+    print(f"{'TTFT ms (median)':24}{ttfts['generator']:>18.1f}{ttfts['gateway']:>18.1f}")
     print(f"gateway tok/s relative to generator: {rates['gateway'] / rates['generator']:.3f}")
     p50, p99 = percentile(added, 0.5) * 1e3, percentile(added, 0.99) * 1e3
     print(
