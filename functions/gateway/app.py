@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from gateway.metrics import GatewayMetrics
 from gateway.openai_api import openai_error_response, openai_router
-from gateway.protocol import GenerationParams, StartResponse, check_limits
+from gateway.protocol import GenerationParams, StartResponse, check_params
 from gateway.relay import Relay, only_error
 from gateway.settings import Settings
 from gateway.signing import StartIdSigner
@@ -56,7 +56,7 @@ def _validate(params: dict[str, Any], *, strict: bool, settings: Settings) -> Ge
         parsed = GenerationParams.model_validate(params, strict=strict)
     except ValidationError as exc:
         raise describe_validation_error(exc.errors()) from None
-    return check_limits(parsed, settings)
+    return check_params(parsed, settings)
 
 
 def create_app(
@@ -90,7 +90,7 @@ def create_app(
     @app.post("/start", response_model=StartResponse)
     async def start(params: GenerationParams) -> StartResponse:
         """Validate the parameters and sign them into a stateless, expiring id."""
-        check_limits(params, settings)
+        check_params(params, settings)
         start_id = signer.issue(params.model_dump(exclude_defaults=True))
         return StartResponse(id=start_id, stream_url=f"/generate?id={start_id}")
 

@@ -1,64 +1,31 @@
 """The gateway's wire types: generation parameters, `/start`, and the OpenAI request bodies.
 
-`GenerationParams` mirrors the generator's `GenerateRequest` field for field (a test
-keeps them in step) so bad input is refused here, before any stream or upstream
-request starts. Operator-tuned bounds are checked against `Settings` in
-`check_limits`, with the same names and defaults as the generator's.
+`GenerationParams` is the schema the generator accepts (`streamkit.generation`), so
+bad input is refused here, before any stream or upstream request starts, exactly as
+the generator would refuse it. Operator-tuned bounds are checked against `Settings`,
+whose limits have the same names and defaults as the generator's.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.settings import Settings
 from streamkit.errors import InvalidRequest, describe_validation_error
-
-MAX_STOP_SEQUENCES = 4
-MAX_STOP_CHARS = 64
-MAX_SEED = 2**63 - 1
-
-StopString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
-
-
-class GenerationParams(BaseModel):
-    """What one generation needs; the body of `POST /start` and the query of `GET /generate`."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    prompt: str = Field(min_length=1, description="Text to continue (or the user turn when chat).")
-    max_new_tokens: int | None = Field(None, ge=1, description="Tokens to generate at most.")
-    temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy decoding.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    top_k: int = Field(0, ge=0, le=1000, description="Sample among the k likeliest; 0 = off.")
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="1.0 = off.")
-    stop: list[StopString] = Field(
-        default_factory=list,
-        max_length=MAX_STOP_SEQUENCES,
-        description="Strings that end generation; they are not emitted.",
-    )
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Makes sampling reproducible.")
-    chat: bool = Field(False, description="Wrap the prompt in the model's chat template.")
-
-    def upstream_body(self) -> dict[str, Any]:
-        """The generator's request body (unset optionals left out, so its defaults apply)."""
-        return self.model_dump(exclude_none=True)
+from streamkit.generation import (
+    MAX_SEED,
+    MAX_STOP_SEQUENCES,
+    GenerationParams,
+    StopString,
+    check_limits,
+)
 
 
-def check_limits(params: GenerationParams, settings: Settings) -> GenerationParams:
+def check_params(params: GenerationParams, settings: Settings) -> GenerationParams:
     """The operator-tuned bounds, checked before anything is signed or sent upstream."""
-    if not params.prompt.strip():
-        raise InvalidRequest("prompt", "must contain non-whitespace text")
-    if len(params.prompt) > settings.max_prompt_chars:
-        raise InvalidRequest(
-            "prompt", f"is {len(params.prompt)} characters; at most {settings.max_prompt_chars}"
-        )
-    if params.max_new_tokens is not None and params.max_new_tokens > settings.max_new_tokens_limit:
-        raise InvalidRequest(
-            "max_new_tokens",
-            f"must be at most {settings.max_new_tokens_limit}, got {params.max_new_tokens}",
-        )
+    check_limits(params, settings)
     return params
 
 

@@ -57,7 +57,7 @@ class Relay:
         """Start the generation upstream. Raises (counted) when the generator refuses or
         cannot be reached, so callers can still answer with an HTTP error."""
         try:
-            stream = await self.client.open(params.upstream_body(), request_id)
+            stream = await self.client.open(params.wire_body(), request_id)
         except ServiceError as error:
             self.count_error(error)
             self.metrics.streams.labels(endpoint=endpoint, outcome=error.code).inc()

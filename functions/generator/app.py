@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from generator.engine import Engine, Event, Job
 from generator.metrics import GeneratorMetrics
-from generator.protocol import GenerateRequest, check_limits, ndjson_line
+from generator.protocol import GenerateRequest, effective_max_new_tokens, ndjson_line
 from generator.settings import Settings
 from streamkit.errors import describe_validation_error, install_error_handlers
 from streamkit.logs import configure_logging
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def accept(request: GenerateRequest) -> tuple[Job, Any]:
         """Validate against the limits, tokenize when the model is up, take a queue place.
         Everything that can be refused is refused here, before the stream starts."""
-        job = Job(request=request, max_new_tokens=check_limits(request, settings))
+        job = Job(request=request, max_new_tokens=effective_max_new_tokens(request, settings))
         if engine.load_error is not None:
             raise engine.load_error
         if engine.ready:

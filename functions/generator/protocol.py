@@ -1,67 +1,27 @@
 """The generator's wire types: the request body and the NDJSON events it streams back.
 
-Static bounds (types, ranges that hold for any model) live on the fields here;
-bounds an operator tunes (prompt length, max_new_tokens) are checked against
-`Settings` by `check_limits`.
+The request schema is shared with the gateway (`streamkit.generation`); bounds an
+operator tunes (prompt length, max_new_tokens) are checked against `Settings`.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel
 
 from generator.settings import Settings
-from streamkit.errors import InvalidRequest
+from streamkit.generation import GenerationParams, check_limits
 
-MAX_STOP_SEQUENCES = 4
-MAX_STOP_CHARS = 64
-MAX_SEED = 2**63 - 1
-
-StopString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
+# The request body of `POST /v1/generate` is the schema both functions share.
+GenerateRequest = GenerationParams
 
 
-class GenerateRequest(BaseModel):
-    """Body of `POST /v1/generate`. Strict: `"5"` is not an int, unknown fields are errors."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    prompt: str = Field(min_length=1, description="Text to continue (or the user turn when chat).")
-    max_new_tokens: int | None = Field(
-        None, ge=1, description="Tokens to generate at most; default and cap come from settings."
-    )
-    temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy decoding.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    top_k: int = Field(0, ge=0, le=1000, description="Sample among the k likeliest; 0 = off.")
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="1.0 = off.")
-    stop: list[StopString] = Field(
-        default_factory=list,
-        max_length=MAX_STOP_SEQUENCES,
-        description="Strings that end generation; they are not emitted.",
-    )
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Makes sampling reproducible.")
-    chat: bool = Field(False, description="Wrap the prompt in the model's chat template.")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
-
-
-def check_limits(request: GenerateRequest, settings: Settings) -> int:
-    """Check the operator-tuned bounds; return the effective `max_new_tokens`."""
-    if not request.prompt.strip():
-        raise InvalidRequest("prompt", "must contain non-whitespace text")
-    if len(request.prompt) > settings.max_prompt_chars:
-        raise InvalidRequest(
-            "prompt", f"is {len(request.prompt)} characters; at most {settings.max_prompt_chars}"
-        )
-    max_new = request.max_new_tokens or settings.default_max_new_tokens
-    if max_new > settings.max_new_tokens_limit:
-        raise InvalidRequest(
-            "max_new_tokens", f"must be at most {settings.max_new_tokens_limit}, got {max_new}"
-        )
-    return max_new
+def effective_max_new_tokens(request: GenerateRequest, settings: Settings) -> int:
+    """Check the operator-tuned bounds; return the `max_new_tokens` to use."""
+    check_limits(request, settings)
+    return request.max_new_tokens or settings.default_max_new_tokens
 
 
 FinishReason = Literal["length", "stop", "eos"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
-from support.servers import ServerProcess, free_port
+from support.servers import ServerProcess, free_port, serving_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -56,13 +55,8 @@ def serve_frontend(gateway_url: str, port: int | None = None) -> Iterator[str]:
     server = local_up.make_frontend_server(
         "127.0.0.1", port, gateway_url=gateway_url, gateway_port=0, log_line=lambda _: None
     )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(server):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def gateway_process(generator_url: str, page_origin: str, port: int | None = None) -> ServerProcess:

@@ -12,7 +12,6 @@ import datetime
 import hashlib
 import json
 import re
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -27,6 +26,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError
 
 from gateway.sigv4 import SigningUnavailable, SigV4, generator_auth
+from support.servers import serving_in_thread
 from support.sigv4_reference import signature
 
 ACCESS_KEY = "AKIDEXAMPLE"
@@ -270,14 +270,8 @@ class _Verifier(BaseHTTPRequestHandler):
 def verifier() -> Iterator[str]:
     _Verifier.received = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Verifier)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(server):
         yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 async def _stream_generate(client: httpx.AsyncClient) -> tuple[int, list[str]]:

@@ -13,13 +13,30 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from socketserver import BaseServer
 from types import TracebackType
 
 import httpx
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "functions"
+
+
+@contextmanager
+def serving_in_thread(server: BaseServer) -> Iterator[None]:
+    """Serve a standard-library server on a daemon thread for the duration of the block."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def free_port() -> int:
