@@ -45,7 +45,7 @@ lint: install ## ruff (lint + format check), mypy, and the linters mk/*.mk add (
 	$(VENV)/bin/ruff check functions tests scripts
 	$(VENV)/bin/ruff format --check functions tests scripts
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy --strict scripts/*.py
+	$(VENV)/bin/mypy --strict scripts/*.py scripts/benchkit
 
 format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix functions tests scripts

@@ -18,104 +18,14 @@ Usage: `make bench-gateway` or `.venv/bin/python scripts/bench_gateway.py --runs
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import re
 import statistics
-import sys
-import threading
 import time
-from pathlib import Path
-from typing import Any
 
 import httpx
-from httpx_sse import connect_sse
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from support.servers import ServerProcess, free_port  # noqa: E402
-
-TOKEN_LINE = re.compile(rb'"type":"token","index":(\d+)')
-
-
-class Tap:
-    """A TCP relay (own thread, own event loop) that timestamps token lines going by."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self.seen: dict[int, float] = {}
-        self._ready = threading.Event()
-        threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True).start()
-        self._ready.wait(10)
-
-    async def _serve(self) -> None:
-        server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self._ready.set()
-        async with server:
-            await server.serve_forever()
-
-    async def _handle(self, down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-
-        async def pump(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tap: bool
-        ) -> None:
-            tail = b""
-            try:
-                while data := await reader.read(65536):
-                    if tap:
-                        now = time.perf_counter()
-                        window = tail + data
-                        for match in TOKEN_LINE.finditer(window):
-                            self.seen.setdefault(int(match.group(1)), now)
-                        tail = window[-64:]
-                    writer.write(data)
-                    await writer.drain()
-            except ConnectionError:
-                pass
-            finally:
-                writer.close()
-
-        await asyncio.gather(pump(down_r, up_w, False), pump(up_r, down_w, True))
-
-
-def direct_run(url: str, body: dict[str, Any]) -> list[float]:
-    """Token arrival times reading the generator's NDJSON directly."""
-    times, buffer = [], b""
-    with httpx.stream("POST", url + "/v1/generate", json=body, timeout=300) as response:
-        response.raise_for_status()
-        for chunk in response.iter_bytes():
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                if json.loads(line)["type"] == "token":
-                    times.append(time.perf_counter())
-    return times
-
-
-def gateway_run(url: str, body: dict[str, Any]) -> tuple[list[float], dict[int, float]]:
-    """Token arrival times (by index) reading the gateway's SSE stream."""
-    arrivals: dict[int, float] = {}
-    with (
-        httpx.Client(timeout=300) as client,
-        connect_sse(client, "GET", url + "/generate", params=body) as source,
-    ):
-        for sse in source.iter_sse():
-            if sse.event == "token":
-                arrivals[int(sse.id)] = time.perf_counter()
-            elif sse.event == "error":
-                raise RuntimeError(sse.data)
-    return [arrivals[i] for i in sorted(arrivals)], arrivals
-
-
-def rate(times: list[float]) -> float:
-    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from benchkit.servers import ServerProcess
+from benchkit.stats import percentile, rate
+from benchkit.streams import Tap, direct_run, gateway_run
 
 
 def main() -> None:

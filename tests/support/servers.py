@@ -66,6 +66,12 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServerProcess:
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (cold-start measurements time that)."""
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [
@@ -86,8 +92,6 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.wait_ready()
-        return self
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout_s

@@ -1,0 +1,24 @@
+# The benchmark (`make bench`): figures for docs/performance.md, never part of `make test`.
+
+BENCH_ARGS ?=
+BENCH_OUT ?= .run/bench
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+
+.PHONY: bench bench-deps bench-anchor
+
+$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
+	$(PIP) install -q -r requirements-bench.txt
+	touch $@
+
+bench-deps: $(VENV)/.bench-installed ## What `make bench` needs beyond `make install` (matplotlib)
+
+bench: model bench-deps ## Benchmark side by side (BENCH_ARGS="--quick" / "--only engine"); writes BENCH_OUT
+	$(PY) scripts/bench.py --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# The llama.cpp anchor, built for this CPU only (no GPU backends). Compiles for minutes.
+bench-anchor: install ## Install llama-cpp-python into the venv so `make bench` includes the llama.cpp anchor
+	@$(PY) -c "import llama_cpp" 2>/dev/null || { \
+		echo ">> building $(LLAMA_CPP_PYTHON) (CPU only; a few minutes)"; \
+		CMAKE_ARGS="-DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BLAS=OFF -DGGML_NATIVE=ON" \
+		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -q $(LLAMA_CPP_PYTHON); }
+

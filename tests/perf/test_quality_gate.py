@@ -1,0 +1,47 @@
+"""The quality gate on the real default model: a cheaper precision must still say what
+float32 says (perplexity and top-1 agreement on fixed texts, `generator.quality`).
+
+bfloat16 must pass it; naive dynamic int8 must fail it, which shows the gate can tell a
+broken quantization from a sound one. No timings are asserted here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generator.quality import GATE, Scores, compare, int8_dynamic, load_for_gate, score
+
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="module")
+def reference(default_model_dir: Path) -> tuple[Any, Any, Scores]:
+    model, tokenizer = load_for_gate(str(default_model_dir), "float32")
+    return model, tokenizer, score(model, tokenizer)
+
+
+def test_float32_reference_is_a_working_model(reference) -> None:
+    _, _, scores = reference
+    # A random or mis-loaded model scores in the thousands on these texts.
+    assert scores.tokens > 300
+    assert 2 < scores.perplexity < 40, scores.perplexity
+
+
+def test_bfloat16_passes_the_gate(default_model_dir: Path, reference) -> None:
+    _, tokenizer, ref_scores = reference
+    model, _ = load_for_gate(str(default_model_dir), "bfloat16")
+    assert str(next(model.parameters()).dtype) == "torch.bfloat16"
+    result = compare(ref_scores, score(model, tokenizer))
+    assert result.perplexity_ratio <= GATE.max_perplexity_ratio, result
+    assert result.top1_agreement >= GATE.min_top1_agreement, result
+    assert result.passes()
+
+
+def test_naive_dynamic_int8_fails_the_gate(reference) -> None:
+    model, tokenizer, ref_scores = reference
+    result = compare(ref_scores, score(int8_dynamic(model), tokenizer))
+    assert not result.passes(), result
+    assert result.top1_agreement < GATE.min_top1_agreement, result
