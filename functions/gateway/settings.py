@@ -11,8 +11,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamkit.generation import GenerationLimits
 
-class Settings(BaseSettings):
+
+class Settings(GenerationLimits, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     generator_url: str = Field(
@@ -52,12 +54,6 @@ class Settings(BaseSettings):
     )
     send_timeout_s: float = Field(
         30.0, gt=0, description="Longest wait for a slow client to take one event, seconds."
-    )
-    max_prompt_chars: int = Field(
-        16_000, ge=1, description="Longest accepted prompt, in characters (as the generator)."
-    )
-    max_new_tokens_limit: int = Field(
-        1024, ge=1, description="Largest accepted `max_new_tokens` (as the generator)."
     )
     log_level: str = Field("info", description="Python log level of the gateway process.")
 

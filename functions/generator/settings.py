@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamkit.generation import GenerationLimits
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 
@@ -23,7 +25,7 @@ def default_model_dir() -> Path:
     return root / DEFAULT_MODEL_NAME
 
 
-class Settings(BaseSettings):
+class Settings(GenerationLimits, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     model: str = Field(
@@ -56,10 +58,6 @@ class Settings(BaseSettings):
         "line is repeated this often, so proxies and the gateway see a live stream.",
     )
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with a 503 when overloaded.")
-    max_prompt_chars: int = Field(
-        16_000, ge=1, description="Longest accepted prompt, in characters."
-    )
-    max_new_tokens_limit: int = Field(1024, ge=1, description="Largest accepted `max_new_tokens`.")
     default_max_new_tokens: int = Field(
         128, ge=1, description="`max_new_tokens` when a request leaves it out."
     )

@@ -7,7 +7,7 @@ generator checks again because it is callable on its own. Both use this model an
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -51,14 +51,17 @@ class GenerationParams(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-class Limits(Protocol):
-    """The operator-tuned bounds (both functions' settings have these two fields)."""
+class GenerationLimits(BaseModel):
+    """The operator-tuned bounds, a base of both functions' `Settings` (environment
+    variables MAX_PROMPT_CHARS, MAX_NEW_TOKENS_LIMIT), so the two always agree."""
 
-    max_prompt_chars: int
-    max_new_tokens_limit: int
+    max_prompt_chars: int = Field(
+        16_000, ge=1, description="Longest accepted prompt, in characters."
+    )
+    max_new_tokens_limit: int = Field(1024, ge=1, description="Largest accepted `max_new_tokens`.")
 
 
-def check_limits(params: GenerationParams, limits: Limits) -> None:
+def check_limits(params: GenerationParams, limits: GenerationLimits) -> None:
     """Check the bounds an operator tunes; raise `InvalidRequest` naming the field."""
     if not params.prompt.strip():
         raise InvalidRequest("prompt", "must contain non-whitespace text")
