@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark the generator side by side in one run: the engine alone per precision, the
 llama.cpp anchor, the quality gate, streaming through HTTP and the gateway, cold start,
-and concurrency. Prints Markdown tables; writes bench.json, bench.md and bench.png.
+concurrency, and the gateway's capacity for concurrent streams. Prints Markdown tables;
+writes bench.json, bench.md and bench.png.
 
 Usage: `make bench` (BENCH_ARGS="--quick", "--only engine --only anchor", ...), or
 `.venv/bin/python scripts/bench.py --help`. Timings depend on the machine and its load:
@@ -23,7 +24,7 @@ from benchkit import anchor
 from benchkit.servers import ROOT
 from benchkit.workload import Workload
 
-SECTIONS = ("engine", "anchor", "quality", "serving", "coldstart", "concurrency")
+SECTIONS = ("engine", "anchor", "quality", "serving", "coldstart", "concurrency", "capacity")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,6 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--dtypes", default="float32,bfloat16,float16", help="engine precisions")
     parser.add_argument("--streams", default="1,4,8", help="concurrency levels")
+    parser.add_argument(
+        "--capacity-streams", type=int, default=1000, help="SSE streams held open at once"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench", help="output folder")
     args = parser.parse_args(argv)
     if args.quick:
@@ -121,6 +125,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         levels = [int(n) for n in args.streams.split(",")]
         results["concurrency"] = measure_concurrency(work, env, levels, max(3, args.runs // 2))
+    if step("capacity"):
+        from benchkit.capacity import CapacityLoad, measure_capacity
+
+        load = CapacityLoad(streams=args.capacity_streams)
+        results["capacity"] = measure_capacity(env, load, rounds=3)
     return results
 
 

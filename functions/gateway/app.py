@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from gateway.fdlimit import ensure_open_files_headroom
 from gateway.metrics import GatewayMetrics
 from gateway.openai_api import openai_error_response, openai_router
 from gateway.protocol import GenerationParams, StartResponse, check_params
@@ -64,6 +65,7 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    ensure_open_files_headroom()  # two sockets per stream: lift the soft limit of 1024
     metrics = GatewayMetrics()
     client = GeneratorClient(settings, transport)
     relay = Relay(settings, client, metrics)

@@ -140,6 +140,42 @@ def concurrency_table(results: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
+def capacity_table(results: dict[str, Any]) -> str:
+    capacity = results["capacity"]
+    load = capacity["load"]
+    errors = capacity["errors_total"]
+    peak_client, peak_gateway = capacity["peak_open_client"], capacity["peak_active_gateway"]
+    rss, idle = capacity["peak_rss_mb"], capacity["idle_rss_mb"]
+    row = [
+        str(load["streams"]),
+        _spread(capacity["ok"], 0),
+        ", ".join(f"{kind}: {n}" for kind, n in sorted(errors.items())) or "0",
+        f"{peak_client['min']:.0f} / {peak_gateway['min']:.0f}",
+        "yes" if capacity["all_streaming_together"] else "no",
+        f"{_spread(rss, 0)} (idle {idle['median']:.0f})",
+        f"{capacity['ttft_ms_p50']['median']:.0f} / {capacity['ttft_ms_p95']['median']:.0f}",
+        _spread(capacity["events_per_s"], 0),
+        f"{capacity['gateway_cpu_us_per_event']['median']:.0f}",
+    ]
+    header = [
+        "streams opened at once",
+        "ended with done",
+        "errors (all rounds)",
+        "peak open: client / gateway (lowest round)",
+        "all streaming at once",
+        "gateway peak RSS MB",
+        "TTFT ms p50 / p95",
+        "token events/s",
+        "gateway CPU µs/event",
+    ]
+    note = (
+        f"{len(capacity['rounds'])} rounds, each on a fresh gateway; every stream "
+        f"{load['tokens']} tokens, one every {load['token_interval_s']:g} s, from "
+        f"{load['upstream']}; open files limit {load['open_files_limit']}."
+    )
+    return _table(header, [row]) + "\n\n" + note
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     parts = [
@@ -155,6 +191,8 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("concurrency"):
         rss = results["concurrency"]["generator_peak_rss_mb"]
         parts.append(concurrency_table(results) + f"\n\nGenerator peak RSS after it: {rss:.0f} MB.")
+    if results.get("capacity"):
+        parts.append(capacity_table(results))
     return "\n\n".join(parts) + "\n"
 
 
