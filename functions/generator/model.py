@@ -17,6 +17,9 @@ from typing import Any
 
 import torch
 
+from generator.loading import load_causal_lm, load_tokenizer
+from generator.lowbit import cpu_has_bfloat16
+from generator.lowbit_model import load_lowbit_model, serves_lowbit
 from generator.sampling import Sampler
 from generator.settings import Settings
 from streamkit.errors import InvalidRequest, ModelUnavailable
@@ -35,6 +38,8 @@ class LoadedModel:
     device: str
     eos_ids: frozenset[int]
     context_length: int
+    # What the weights are served as: "lowbit" (4-bit layers, int8 head) or a dtype name.
+    weights: str = "float32"
 
 
 def resolve_device(setting: str) -> str:
@@ -52,17 +57,10 @@ def resolve_dtype(setting: str, device: str) -> torch.dtype:
     bfloat16 passes the quality gate (`generator.quality`). Elsewhere bfloat16 would be
     emulated, slower than float32, so `auto` stays float32."""
     if setting == "auto":
-        native = device == "cuda" or (device == "cpu" and _cpu_has_bfloat16())
+        native = device == "cuda" or (device == "cpu" and cpu_has_bfloat16())
         return torch.bfloat16 if native else torch.float32
     dtype: torch.dtype = getattr(torch, setting)
     return dtype
-
-
-def _cpu_has_bfloat16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without oneDNN
-        return False
 
 
 def _looks_like_path(model: str) -> bool:
@@ -71,8 +69,6 @@ def _looks_like_path(model: str) -> bool:
 
 def load_model(settings: Settings) -> LoadedModel:
     """Load MODEL (a local directory or a Hugging Face id) onto the configured device."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if _looks_like_path(settings.model) and not Path(settings.model).expanduser().is_dir():
         raise ModelUnavailable(
             f"model directory {settings.model} does not exist; run `make model` to prepare "
@@ -82,9 +78,17 @@ def load_model(settings: Settings) -> LoadedModel:
         torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
-    tokenizer = AutoTokenizer.from_pretrained(settings.model)
-    model: Any = AutoModelForCausalLM.from_pretrained(settings.model, dtype=dtype)
-    model.to(device).eval()
+    tokenizer = load_tokenizer(settings.model)
+    directory = Path(settings.model).expanduser()
+    lowbit = serves_lowbit(
+        settings.weights, settings.dtype, device, directory if directory.is_dir() else None
+    )
+    model: Any
+    if lowbit:
+        model = load_lowbit_model(directory)
+    else:
+        model = load_causal_lm(settings.model, dtype)
+        model.to(device).eval()
 
     eos_ids = {
         int(i)
@@ -100,6 +104,7 @@ def load_model(settings: Settings) -> LoadedModel:
         device=device,
         eos_ids=frozenset(eos_ids),
         context_length=int(model.config.max_position_embeddings),
+        weights="lowbit" if lowbit else str(dtype).removeprefix("torch."),
     )
 
 

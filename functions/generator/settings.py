@@ -42,11 +42,22 @@ class Settings(GenerationLimits, BaseSettings):
         "bfloat16 kernels (AVX-512/AMX: ~1.5x faster decoding, passes the quality gate), "
         "float32 elsewhere. `float32` stays selectable.",
     )
+    weights: Literal["auto", "full", "lowbit"] = Field(
+        "auto",
+        description="`lowbit` serves the prepared low-bit weights (4-bit blocks as the "
+        "GGUF stores them, int8 output head; bfloat16 activations, CPU only); `full` "
+        "loads the model's safetensors in DTYPE; `auto` = `lowbit` on CPUs with native "
+        "bfloat16 when the model directory has them and DTYPE is auto, else `full`.",
+    )
     torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads on CPU; 0 keeps torch's default."
     )
     max_concurrency: int = Field(
-        1, ge=1, le=64, description="Generations that run at once; the rest wait in the queue."
+        8,
+        ge=1,
+        le=64,
+        description="Generations decoded at once, as rows of one batch (a forward pass "
+        "over 8 rows costs little more than over one); the rest wait in the queue.",
     )
     max_queue: int = Field(
         16, ge=0, description="Requests allowed to wait for a slot; beyond it: 503 + Retry-After."

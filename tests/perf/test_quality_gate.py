@@ -45,3 +45,16 @@ def test_naive_dynamic_int8_fails_the_gate(reference) -> None:
     result = compare(ref_scores, score(int8_dynamic(model), tokenizer))
     assert not result.passes(), result
     assert result.top1_agreement < GATE.min_top1_agreement, result
+
+
+def test_default_lowbit_weights_pass_the_gate(default_model_dir: Path, reference) -> None:
+    from generator.lowbit import Int4Linear, cpu_kernels_available
+    from generator.lowbit_model import load_lowbit_model
+
+    if not cpu_kernels_available():
+        pytest.skip("this torch build has no low-bit CPU kernels")
+    _, tokenizer, ref_scores = reference
+    model = load_lowbit_model(default_model_dir)
+    assert isinstance(model.get_submodule("model.layers.0.self_attn.q_proj"), Int4Linear)
+    result = compare(ref_scores, score(model, tokenizer))
+    assert result.passes(), result

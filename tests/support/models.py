@@ -40,3 +40,29 @@ def build_tiny_gpt2(target: Path, *, seed: int = 0, layers: int = 2, context: in
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
+
+
+def build_tiny_llama(target: Path, *, seed: int = 0) -> Path:
+    """Save a randomly initialised 2-layer Llama (the default model's architecture, with
+    widths that are whole 4-bit blocks) with the SmolLM2 tokenizer into `target`."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(real_model_dir())
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
