@@ -33,7 +33,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="3 runs, 32 tokens, 1 and 4 streams")
     parser.add_argument("--runs", type=int, default=5, help="runs per measurement (median)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--dtypes", default="float32,bfloat16,float16", help="engine precisions")
+    parser.add_argument(
+        "--dtypes",
+        default="lowbit,bfloat16,float32,float16",
+        help="engine precisions: dtypes, and lowbit (4-bit layers, int8 head)",
+    )
     parser.add_argument("--streams", default="1,4,8", help="concurrency levels")
     parser.add_argument(
         "--capacity-streams", type=int, default=1000, help="SSE streams held open at once"
@@ -60,13 +64,12 @@ def meta(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
     import torch
     import transformers
 
-    from generator.model import resolve_device, resolve_dtype
+    from generator.model import served_precision
     from generator.settings import Settings
 
     quiet: Any = transformers.utils.logging.disable_progress_bar  # untyped upstream
     quiet()  # keep the output to the tables
     settings = Settings()
-    dtype = resolve_dtype(settings.dtype, resolve_device(settings.device))
     tokenizer = transformers.AutoTokenizer.from_pretrained(settings.model)
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -76,7 +79,7 @@ def meta(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "torch_threads": torch.get_num_threads(),
         "model": settings.model,
-        "default_dtype": str(dtype).removeprefix("torch."),
+        "default_dtype": served_precision(settings),
         "prompt": work.prompt,
         "prompt_tokens": len(tokenizer(work.prompt)["input_ids"]),
         "max_new_tokens": work.max_new_tokens,

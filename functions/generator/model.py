@@ -67,6 +67,20 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith(("/", ".", "~")) or Path(model).exists()
 
 
+def _serves_lowbit(settings: Settings, device: str) -> bool:
+    directory = Path(settings.model).expanduser()
+    local = directory if directory.is_dir() else None
+    return serves_lowbit(settings.weights, settings.dtype, device, local)
+
+
+def served_precision(settings: Settings) -> str:
+    """What `load_model(settings)` will serve: "lowbit" or a dtype name."""
+    device = resolve_device(settings.device)
+    if _serves_lowbit(settings, device):
+        return "lowbit"
+    return str(resolve_dtype(settings.dtype, device)).removeprefix("torch.")
+
+
 def load_model(settings: Settings) -> LoadedModel:
     """Load MODEL (a local directory or a Hugging Face id) onto the configured device."""
     if _looks_like_path(settings.model) and not Path(settings.model).expanduser().is_dir():
@@ -80,9 +94,7 @@ def load_model(settings: Settings) -> LoadedModel:
     dtype = resolve_dtype(settings.dtype, device)
     tokenizer = load_tokenizer(settings.model)
     directory = Path(settings.model).expanduser()
-    lowbit = serves_lowbit(
-        settings.weights, settings.dtype, device, directory if directory.is_dir() else None
-    )
+    lowbit = _serves_lowbit(settings, device)
     model: Any
     if lowbit:
         model = load_lowbit_model(directory)

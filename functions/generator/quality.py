@@ -122,12 +122,13 @@ def compare(reference: Scores, candidate: Scores) -> Comparison:
     )
 
 
-def load_for_gate(model: str, dtype: str) -> tuple[Any, Any]:
-    """The model and tokenizer loaded exactly as the generator loads them."""
+def load_for_gate(model: str, precision: str) -> tuple[Any, Any]:
+    """The model and tokenizer loaded exactly as the generator loads them, in one
+    precision: a dtype name, or `lowbit` (`generator.settings.precision_settings`)."""
     from generator.model import load_model
-    from generator.settings import Settings
+    from generator.settings import Settings, precision_settings
 
-    lm = load_model(Settings(model=model, dtype=dtype))
+    lm = load_model(Settings(model=model, **precision_settings(precision)))  # type: ignore[arg-type]
     return lm.model, lm.tokenizer
 
 
@@ -149,7 +150,9 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--model", default=str(default_model_dir()))
-    parser.add_argument("--dtype", action="append", help="candidate dtype(s); default bfloat16")
+    parser.add_argument(
+        "--dtype", action="append", help="candidate dtype(s) or lowbit; default bfloat16, lowbit"
+    )
     parser.add_argument("--int8-dynamic", action="store_true", help="also score naive int8")
     args = parser.parse_args(argv)
 
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'candidate':14}{'perplexity':>12}{'ratio':>8}{'top-1 agree':>13}  gate")
     print(f"{'float32':14}{reference.perplexity:>12.4f}{1:>8.3f}{1:>13.3f}  reference")
     candidates: list[tuple[str, Any]] = []
-    for dtype in args.dtype or ["bfloat16"]:
+    for dtype in args.dtype or ["bfloat16", "lowbit"]:
         candidates.append((dtype, load_for_gate(args.model, dtype)[0]))
     if args.int8_dynamic:
         candidates.append(("int8-dynamic", int8_dynamic(reference_model)))

@@ -79,3 +79,11 @@ class Settings(GenerationLimits, BaseSettings):
         if self.default_max_new_tokens > self.max_new_tokens_limit:
             raise ValueError("DEFAULT_MAX_NEW_TOKENS must not exceed MAX_NEW_TOKENS_LIMIT")
         return self
+
+
+def precision_settings(precision: str) -> dict[str, str]:
+    """The settings that serve one named precision, as the benchmark and the quality
+    gate name them: `lowbit`, or a DTYPE served from the full weights."""
+    if precision == "lowbit":
+        return {"weights": "lowbit"}
+    return {"weights": "full", "dtype": precision}

@@ -121,7 +121,12 @@ def measure_cold_start(
     import os
 
     child_env = {**os.environ, **env}
-    paths = {f"engine {dtype}": _engine(work, {**child_env, "DTYPE": dtype}) for dtype in dtypes}
+    from generator.settings import precision_settings
+
+    paths = {}
+    for dtype in dtypes:
+        overrides = {key.upper(): value for key, value in precision_settings(dtype).items()}
+        paths[f"engine {dtype}"] = _engine(work, {**child_env, **overrides})
     paths["generator"] = lambda: _generator_first_token(work, env)
     paths["gateway+generator"] = lambda: _stack_first_token(work, env)
     if llama_gguf is not None:

@@ -1,8 +1,8 @@
 """The engine alone: the generator's own decode loop in this process, no HTTP.
 
 Loads the model exactly as the generator does (`generator.model.load_model`) for one
-precision and times `decode()`: TTFT is prefill plus the first sampled token, decode
-tok/s is the rate of the tokens after it. EOS is switched off so each run decodes
+precision (a dtype, or `lowbit`) and times `decode()`: TTFT is prefill plus the first
+sampled token, decode tok/s is the rate of the tokens after it. EOS is switched off so each run decodes
 exactly `max_new_tokens` tokens.
 """
 
@@ -21,9 +21,9 @@ def measure_engine(dtype: str, work: Workload) -> dict[str, Any]:
     from generator.model import decode, encode_prompt, load_model
     from generator.protocol import GenerateRequest
     from generator.sampling import Sampler
-    from generator.settings import Settings
+    from generator.settings import Settings, precision_settings
 
-    lm = load_model(Settings(dtype=dtype))
+    lm = load_model(Settings(**precision_settings(dtype)))  # type: ignore[arg-type]
     lm = dataclasses.replace(lm, eos_ids=frozenset())
     request = GenerateRequest(**work.body())
     prompt_ids = encode_prompt(lm, work.prompt, False, work.max_new_tokens)

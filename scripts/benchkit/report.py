@@ -181,8 +181,9 @@ def markdown(results: dict[str, Any]) -> str:
     parts = [
         f"{meta['machine']}; torch {meta['torch']}, transformers {meta['transformers']}; "
         f"prompt {meta['prompt_tokens']} tokens, {meta['max_new_tokens']} new tokens, greedy, "
-        f"batch 1; medians of {meta['runs']} runs [min–max]; default DTYPE resolves to "
-        f"{meta['default_dtype']}.",
+        f"batch 1; medians of {meta['runs']} runs [min–max]; the default configuration "
+        f"serves {meta['default_dtype']} (`lowbit`: 4-bit layers as the GGUF stores them, "
+        "int8 output head, bfloat16 activations).",
     ]
     if results.get("engine") or results.get("anchor"):
         parts.append(engines_table(results))
