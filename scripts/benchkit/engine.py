@@ -2,8 +2,8 @@
 
 Loads the model exactly as the generator does (`generator.model.load_model`) for one
 precision (a dtype, or `lowbit`) and times `decode()`: TTFT is prefill plus the first
-sampled token, decode tok/s is the rate of the tokens after it. EOS is switched off so each run decodes
-exactly `max_new_tokens` tokens.
+sampled token, decode tok/s is the rate of the tokens after it. EOS is switched off so
+each run decodes exactly `max_new_tokens` tokens.
 """
 
 from __future__ import annotations
