@@ -25,7 +25,8 @@ class GeneratorMetrics:
         )
         self.decode_steps = Counter(
             "generator_decode_steps",
-            "Model forward passes (prefill and decode); stops growing when a client leaves.",
+            "Model forward passes: one per prompt prefill, one per batched decode step "
+            "(however many streams it serves); stops growing when the last client leaves.",
             registry=self.registry,
         )
         self.ttft = Histogram(

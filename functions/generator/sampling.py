@@ -2,7 +2,10 @@
 
 Reuses transformers' logits processors so temperature/top-k/top-p/repetition
 penalty mean exactly what they mean in `generate()`. Each request owns a
-`torch.Generator`, so a seed reproduces the same text regardless of other traffic.
+`torch.Generator`, so other requests never consume its random numbers: a seed
+reproduces the same text whatever else runs. (Exactly so in float32; in bfloat16 or
+low-bit weights the logits' last bits depend on the padding of the batch a request
+shares — see `generator.batch` — so a near-tie can go the other way.)
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class Settings(GenerationLimits, BaseSettings):
         ge=1,
         le=64,
         description="Generations decoded at once, as rows of one batch (a forward pass "
-        "over 8 rows costs little more than over one); the rest wait in the queue.",
+        "over 8 rows costs far less than 8 over one); the rest wait in the queue.",
     )
     max_queue: int = Field(
         16, ge=0, description="Requests allowed to wait for a slot; beyond it: 503 + Retry-After."
