@@ -25,6 +25,7 @@ from generator.protocol import GenerateRequest, effective_max_new_tokens
 from generator.rows import Row
 from generator.sampling import Sampler
 from generator.settings import Settings
+from support.models import build_tiny
 from support.ndjson import streamed_text
 from support.servers import ServerProcess
 
@@ -323,16 +324,12 @@ async def test_a_failed_forward_pass_ends_its_rows_with_errors_and_decoding_goes
 
 
 @pytest.fixture(scope="module")
-def sliding_window_engine(tmp_path_factory, default_model_dir) -> Engine:
+def sliding_window_engine(tmp_path_factory) -> Engine:
     """A tiny random Mistral with sliding-window attention: its cache layers keep only
     the last window of tokens, a layout rows cannot be stacked in."""
-    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
-
-    target = tmp_path_factory.mktemp("tiny-sliding-window")
-    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
-    torch.manual_seed(0)
-    config = MistralConfig(
-        vocab_size=len(tokenizer),
+    target = build_tiny(
+        tmp_path_factory.mktemp("tiny-sliding-window"),
+        "Mistral",
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
@@ -341,8 +338,6 @@ def sliding_window_engine(tmp_path_factory, default_model_dir) -> Engine:
         sliding_window=16,
         max_position_embeddings=1024,
     )
-    MistralForCausalLM(config).save_pretrained(target)
-    tokenizer.save_pretrained(target)
     settings = Settings(model=str(target), dtype="float32", max_concurrency=3)
     engine = Engine(settings, GeneratorMetrics())
     engine.load()

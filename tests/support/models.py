@@ -20,38 +20,44 @@ def real_model_dir() -> Path:
     return path
 
 
-def build_tiny_gpt2(target: Path, *, seed: int = 0, layers: int = 2, context: int = 1024) -> Path:
-    """Save a randomly initialised 2-layer GPT-2 with the SmolLM2 tokenizer into `target`."""
+def build_tiny(target: Path, architecture: str, *, seed: int = 0, **config: object) -> Path:
+    """Save a randomly initialised transformers `architecture` (e.g. "Llama") with the
+    SmolLM2 tokenizer into `target`; `config` holds its sizes."""
     import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    import transformers
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(real_model_dir())
     torch.manual_seed(seed)
-    config = GPT2Config(
+    config_class = getattr(transformers, f"{architecture}Config")
+    model_class = getattr(transformers, f"{architecture}ForCausalLM", None) or getattr(
+        transformers, f"{architecture}LMHeadModel"
+    )
+    model_config = config_class(
         vocab_size=len(tokenizer),
-        n_positions=context,
-        n_embd=64,
-        n_layer=layers,
-        n_head=2,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        **config,
     )
-    model = GPT2LMHeadModel(config)
-    model.save_pretrained(target)
+    model_class(model_config).save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
 
 
-def build_tiny_llama(target: Path, *, seed: int = 0) -> Path:
-    """Save a randomly initialised 2-layer Llama (the default model's architecture, with
-    widths that are whole 4-bit blocks) with the SmolLM2 tokenizer into `target`."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def build_tiny_gpt2(target: Path, *, seed: int = 0, layers: int = 2, context: int = 1024) -> Path:
+    """A randomly initialised 2-layer GPT-2 with the SmolLM2 tokenizer, saved into `target`."""
+    return build_tiny(
+        target, "GPT2", seed=seed, n_positions=context, n_embd=64, n_layer=layers, n_head=2
+    )
 
-    tokenizer = AutoTokenizer.from_pretrained(real_model_dir())
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+
+def build_tiny_llama(target: Path, *, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer Llama (the default model's architecture, with
+    widths that are whole 4-bit blocks) with the SmolLM2 tokenizer, saved into `target`."""
+    return build_tiny(
+        target,
+        "Llama",
+        seed=seed,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
@@ -59,10 +65,4 @@ def build_tiny_llama(target: Path, *, seed: int = 0) -> Path:
         num_key_value_heads=1,
         max_position_embeddings=512,
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
     )
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    return target
