@@ -7,8 +7,9 @@ second of one with the default low-bit weights, 5.6x in bfloat16). So the
 generations that run at once are decoded together — one forward pass per step for
 all of them — instead of each in its own loop fighting for the same cores.
 
-Rows join and leave between steps. Each row's prompt is prefilled alone (`prefill`,
-batch 1, exactly as a solo generation), then its KV cache is merged into the batch's:
+Rows join and leave between steps. Each row's prompt is prefilled alone
+(`generator.model.prefill`, batch 1, exactly as a solo generation), then its KV
+cache is merged into the batch's:
 
 - Sequences of different lengths are left-padded to a common length, padding marked 0
   in a 2-D attention mask, so every row's newest token sits in the same last column.
@@ -42,14 +43,6 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from generator.model import LoadedModel
-
-
-def prefill(lm: LoadedModel, prompt_ids: list[int]) -> tuple[torch.Tensor, Any]:
-    """Run the whole prompt through the model (batch 1): (last position's logits
-    [1, vocab], the KV cache holding the prompt)."""
-    input_ids = torch.tensor([prompt_ids], device=lm.device)
-    output = lm.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
-    return output.logits[:, -1, :], output.cache
 
 
 def mergeable(cache: Any, length: int) -> bool:

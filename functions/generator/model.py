@@ -147,6 +147,14 @@ def encode_prompt(lm: LoadedModel, prompt: str, chat: bool, max_new_tokens: int)
     return [int(i) for i in ids]
 
 
+def prefill(lm: LoadedModel, prompt_ids: list[int]) -> tuple[torch.Tensor, Any]:
+    """Run the whole prompt through the model (batch 1): (last position's logits
+    [1, vocab], the KV cache holding the prompt)."""
+    input_ids = torch.tensor([prompt_ids], device=lm.device)
+    output = lm.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+    return output.logits[:, -1, :], output.cache
+
+
 @torch.inference_mode()
 def decode(
     lm: LoadedModel,
@@ -159,21 +167,17 @@ def decode(
     """Yield generated token ids one at a time, ending after EOS, `max_new_tokens`, or
     as soon as `cancel` is set (checked before every forward pass, so a cancelled
     generation costs at most the step already running)."""
-    model = lm.model
-    input_ids = torch.tensor([prompt_ids], device=lm.device)
-    history = input_ids if sampler.needs_history else None
     on_forward()
-    output = model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+    logits, cache = prefill(lm, prompt_ids)
     for step in range(max_new_tokens):
-        token = sampler(output.logits[:, -1, :], history)
+        token = sampler(logits)
         yield token
         if token in lm.eos_ids or step == max_new_tokens - 1 or cancel.is_set():
             return
-        next_ids = torch.tensor([[token]], device=lm.device)
-        if history is not None:
-            history = torch.cat([history, next_ids], dim=1)
         on_forward()
-        output = model(input_ids=next_ids, cache=output.cache, use_cache=True)
+        next_ids = torch.tensor([[token]], device=lm.device)
+        output = lm.model(input_ids=next_ids, cache=cache, use_cache=True)
+        logits, cache = output.logits[:, -1, :], output.cache
 
 
 def timed_load(settings: Settings) -> tuple[LoadedModel, float]:

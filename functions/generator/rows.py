@@ -2,8 +2,8 @@
 
 Everything that belongs to one request rather than to the shared forward pass lives
 here: its `Sampler` (with its own seeded `torch.Generator`, so no other row draws
-from its random numbers), the token history repetition penalty needs,
-the incremental detokenizer and stop matcher, the timings of its `done` event, and the
+from its random numbers, and the token history the repetition penalty needs), the
+incremental detokenizer and stop matcher, the timings of its `done` event, and the
 `emit`/`cancel` pair that connects it to the request's stream.
 
 The scheduler thread drives every method; `cancel` is the only thing another thread
@@ -84,23 +84,14 @@ class Row:
         self._lm = lm
         self._metrics = metrics
         self._emit = emit
-        self._sampler = Sampler(job.request, lm.device)
-        self._history = (
-            torch.tensor([job.prompt_ids], device=lm.device)
-            if self._sampler.needs_history
-            else None
-        )
+        self._sampler = Sampler(job.request, lm.device, job.prompt_ids)
         self._detokenizer = IncrementalDecoder(lm.tokenizer)
         self._stops = StopMatcher(job.request.stop)
         self._index = 0
 
     def sample(self, logits: torch.Tensor) -> int:
         """Pick this row's next token from its logits ([1, vocab])."""
-        token = self._sampler(logits, self._history)
-        if self._history is not None:
-            next_id = torch.tensor([[token]], device=self._history.device)
-            self._history = torch.cat([self._history, next_id], dim=1)
-        return token
+        return self._sampler(logits)
 
     def push(self, token: int) -> bool:
         """Account for a sampled token and stream its text; True when the row is over

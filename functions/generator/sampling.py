@@ -2,7 +2,8 @@
 
 Reuses transformers' logits processors so temperature/top-k/top-p/repetition
 penalty mean exactly what they mean in `generate()`. Each request owns a
-`torch.Generator`, so other requests never consume its random numbers: a seed
+`torch.Generator`, so other requests never consume its random numbers, and its own
+token history (prompt and sampled so far) for the repetition penalty: a seed
 reproduces the same text whatever else runs. (Exactly so in float32; in bfloat16 or
 low-bit weights the logits' last bits depend on the padding of the batch a request
 shares — see `generator.batch` — so a near-tie can go the other way.)
@@ -26,11 +27,13 @@ from generator.protocol import GenerateRequest
 
 
 class Sampler:
-    def __init__(self, request: GenerateRequest, device: str) -> None:
+    def __init__(self, request: GenerateRequest, device: str, prompt_ids: list[int]) -> None:
         self.greedy = request.greedy
-        self.needs_history = request.repetition_penalty != 1.0
         self._processors = LogitsProcessorList()
-        if self.needs_history:
+        # Only the repetition penalty reads the tokens so far; without it none are kept.
+        self._history: torch.Tensor | None = None
+        if request.repetition_penalty != 1.0:
+            self._history = torch.tensor([prompt_ids], dtype=torch.long, device=device)
             self._processors.append(RepetitionPenaltyLogitsProcessor(request.repetition_penalty))
         if not self.greedy:
             self._processors.append(TemperatureLogitsWarper(request.temperature))
@@ -42,13 +45,20 @@ class Sampler:
         seed = request.seed if request.seed is not None else secrets.randbits(63)
         self._generator.manual_seed(seed)
 
-    def __call__(self, logits: torch.Tensor, history: torch.Tensor | None) -> int:
-        """Pick the next token id from the last position's logits (shape [1, vocab])."""
+    def __call__(self, logits: torch.Tensor) -> int:
+        """Pick the next token id from the last position's logits (shape [1, vocab]);
+        it joins the history the next pick is penalised with."""
         scores = logits.float()
         if self._processors:
+            history = self._history
             ids = history if history is not None else torch.empty((1, 0), dtype=torch.long)
             scores = self._processors(cast(torch.LongTensor, ids), scores)
         if self.greedy:
-            return int(scores.argmax(dim=-1).item())
-        probs = torch.softmax(scores, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self._generator).item())
+            token = int(scores.argmax(dim=-1).item())
+        else:
+            probs = torch.softmax(scores, dim=-1)
+            token = int(torch.multinomial(probs, 1, generator=self._generator).item())
+        if self._history is not None:
+            picked = torch.tensor([[token]], dtype=torch.long, device=self._history.device)
+            self._history = torch.cat([self._history, picked], dim=1)
+        return token

@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from generator.batch import DecodeBatch, mergeable, prefill
+from generator.batch import DecodeBatch, mergeable
 from generator.metrics import GeneratorMetrics
-from generator.model import LoadedModel
+from generator.model import LoadedModel, prefill
 from generator.rows import Row
 
 log = logging.getLogger("generator.scheduler")

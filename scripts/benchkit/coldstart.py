@@ -34,7 +34,7 @@ from generator.settings import Settings
 lm = load_model(Settings())
 request = GenerateRequest(prompt=sys.argv[1], max_new_tokens=1, temperature=0)
 ids = encode_prompt(lm, request.prompt, False, 1)
-next(iter(decode(lm, ids, 1, Sampler(request, lm.device), threading.Event())))
+next(iter(decode(lm, ids, 1, Sampler(request, lm.device, ids), threading.Event())))
 print("first-token", flush=True)
 """
 

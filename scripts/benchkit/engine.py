@@ -29,7 +29,7 @@ def measure_engine(dtype: str, work: Workload) -> dict[str, Any]:
     prompt_ids = encode_prompt(lm, work.prompt, False, work.max_new_tokens)
 
     def run() -> tuple[float, float, list[int]]:
-        sampler = Sampler(request, lm.device)
+        sampler = Sampler(request, lm.device, prompt_ids)
         started, times, tokens = time.perf_counter(), [], []
         for token in decode(lm, prompt_ids, work.max_new_tokens, sampler, threading.Event()):
             times.append(time.perf_counter())

@@ -29,7 +29,7 @@ def reference_ids(engine: Engine, **body) -> list[int]:
     request = GenerateRequest(**body)
     lm = engine.loaded
     prompt_ids = encode_prompt(lm, request.prompt, request.chat, request.max_new_tokens or 128)
-    sampler = Sampler(request, lm.device)
+    sampler = Sampler(request, lm.device, prompt_ids)
     return list(decode(lm, prompt_ids, request.max_new_tokens or 128, sampler, threading.Event()))
 
 

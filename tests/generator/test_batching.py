@@ -17,10 +17,10 @@ import httpx
 import pytest
 import torch
 
-from generator.batch import DecodeBatch, mergeable, prefill
+from generator.batch import DecodeBatch, mergeable
 from generator.engine import Engine, Job
 from generator.metrics import GeneratorMetrics
-from generator.model import decode, encode_prompt, load_model
+from generator.model import decode, encode_prompt, load_model, prefill
 from generator.protocol import GenerateRequest, effective_max_new_tokens
 from generator.rows import Row
 from generator.sampling import Sampler
@@ -65,7 +65,7 @@ def real_float32(default_model_dir):
 
 def solo_greedy(lm, prompt: str, tokens: int) -> list[int]:
     ids = encode_prompt(lm, prompt, False, tokens)
-    sampler = Sampler(GenerateRequest(prompt=prompt, temperature=0), lm.device)
+    sampler = Sampler(GenerateRequest(prompt=prompt, temperature=0), lm.device, ids)
     return list(decode(lm, ids, tokens, sampler, threading.Event()))
 
 
