@@ -67,16 +67,12 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith(("/", ".", "~")) or Path(model).exists()
 
 
-def _serves_lowbit(settings: Settings, device: str) -> bool:
-    directory = Path(settings.model).expanduser()
-    local = directory if directory.is_dir() else None
-    return serves_lowbit(settings.weights, settings.dtype, device, local)
-
-
 def served_precision(settings: Settings) -> str:
     """What `load_model(settings)` will serve: "lowbit" or a dtype name."""
     device = resolve_device(settings.device)
-    if _serves_lowbit(settings, device):
+    directory = Path(settings.model).expanduser()
+    local = directory if directory.is_dir() else None
+    if serves_lowbit(settings.weights, settings.dtype, device, local):
         return "lowbit"
     return str(resolve_dtype(settings.dtype, device)).removeprefix("torch.")
 
@@ -92,12 +88,11 @@ def load_model(settings: Settings) -> LoadedModel:
         torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
+    precision = served_precision(settings)
     tokenizer = load_tokenizer(settings.model)
-    directory = Path(settings.model).expanduser()
-    lowbit = _serves_lowbit(settings, device)
     model: Any
-    if lowbit:
-        model = load_lowbit_model(directory)
+    if precision == "lowbit":
+        model = load_lowbit_model(Path(settings.model).expanduser())
     else:
         model = load_causal_lm(settings.model, dtype)
         model.to(device).eval()
@@ -116,7 +111,7 @@ def load_model(settings: Settings) -> LoadedModel:
         device=device,
         eos_ids=frozenset(eos_ids),
         context_length=int(model.config.max_position_embeddings),
-        weights="lowbit" if lowbit else str(dtype).removeprefix("torch."),
+        weights=precision,
     )
 
 
