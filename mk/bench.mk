@@ -6,8 +6,8 @@ LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 
 .PHONY: bench bench-deps bench-anchor
 
-$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
-	$(PIP) install -q -r requirements-bench.txt
+$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt $(LOCK)
+	$(PIP) install -q --constraint $(LOCK) -r requirements-bench.txt
 	touch $@
 
 bench-deps: $(VENV)/.bench-installed ## What `make bench` needs beyond `make install` (matplotlib)

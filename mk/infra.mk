@@ -9,6 +9,7 @@ PARAMS ?=
 # fight the project's pins.
 INFRA_VENV ?= .venv-infra
 INFRA_REQUIREMENTS := infra/requirements-lint.txt
+INFRA_LOCK := infra/requirements-lint.lock
 
 .PHONY: deploy deploy-stack deploy-frontend destroy infra-deps infra-lint
 
@@ -23,10 +24,11 @@ deploy-frontend: ## AWS: upload the page with the deployed gateway URL in config
 destroy: ## AWS: empty the page bucket and delete the stack (asks first; YES=1 skips)
 	@STACK_NAME=$(STACK_NAME) infra/deploy.sh destroy
 
-$(INFRA_VENV)/.installed: $(INFRA_REQUIREMENTS)
+$(INFRA_VENV)/.installed: $(INFRA_REQUIREMENTS) $(INFRA_LOCK)
 	@echo ">> creating $(INFRA_VENV) (cfn-lint, checkov)"
 	@test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
-	@$(INFRA_VENV)/bin/python -m pip install --disable-pip-version-check -q -r $(INFRA_REQUIREMENTS)
+	@$(INFRA_VENV)/bin/python -m pip install --disable-pip-version-check -q \
+		--constraint $(INFRA_LOCK) -r $(INFRA_REQUIREMENTS)
 	@touch $@
 
 infra-deps: $(INFRA_VENV)/.installed ## cfn-lint and checkov, pinned, in their own venv (.venv-infra)
