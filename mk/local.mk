@@ -8,12 +8,8 @@ local-up: install model ## Run generator (:8001), gateway (:8000) and the page (
 	$(PY) scripts/local_up.py
 
 browser-deps: ## Install Debian's Chromium for the browser tests (Playwright drives it)
-	@if [ ! -x $(CHROMIUM) ]; then \
-		echo ">> installing chromium (apt-get)"; \
-		apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	fi
-	@test -x $(CHROMIUM) || { echo "chromium missing at $(CHROMIUM)"; exit 1; }
+	@[ "$(CHROMIUM)" != /usr/bin/chromium ] || scripts/system_packages.sh "the browser tests" chromium
+	@test -x $(CHROMIUM) || { echo "no Chromium at CHROMIUM=$(CHROMIUM)"; exit 1; }
 
 TEST_PREREQS += browser-deps
 

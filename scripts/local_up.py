@@ -6,12 +6,12 @@
 - the generator (`uvicorn --factory generator.app:create_app`) on GENERATOR_PORT,
 - the gateway (`uvicorn --factory gateway.app:create_app`) on GATEWAY_PORT, told where
   the generator is (GENERATOR_URL) and which origin the page has (ALLOWED_ORIGINS),
-- a static server for `frontend/` on FRONTEND_PORT, in this process.
+- the static page server (scripts/page_server.py) on FRONTEND_PORT, in this process.
 
 The page and the gateway listen on different ports, so they are different origins, as
-with real static hosting: every request from the page goes through CORS. The static
-server answers `/config.js` itself with the URL of the gateway started here, so the
-committed `frontend/config.js` (the deployment default) never needs editing.
+with real static hosting: every request from the page goes through CORS. The page server
+answers `/config.js` itself with the URL of the gateway started here, so the committed
+`frontend/config.js` (the deployment default) never needs editing.
 
 Each child runs in its own process group, so a signal to the group reaches every
 process it may spawn; Ctrl-C (SIGINT) or SIGTERM to this script stops all of them and
@@ -21,7 +21,6 @@ waits until they are gone. Standard library only: it runs before anything else w
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import os
 import signal
@@ -30,93 +29,20 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
+
+from page_server import FRONTEND_DIR, FrontendServer, make_frontend_server
+from wait_ready import probe
 
 ROOT = Path(__file__).resolve().parents[1]
-FRONTEND_DIR = ROOT / "frontend"
 WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
 STOP_GRACE_S = 10.0
 
 
 def log(message: str) -> None:
     print(f"[local-up] {message}", flush=True)
-
-
-# ---- static page server ------------------------------------------------------------------
-
-
-def config_js(gateway_url: str | None, gateway_port: int) -> bytes:
-    """The page's config. With no fixed URL (server bound to every interface), the page
-    calls the gateway on whatever host name it was itself opened with."""
-    if gateway_url:
-        url_expr = json.dumps(gateway_url.rstrip("/"))
-    else:
-        url_expr = f'location.protocol + "//" + location.hostname + ":{gateway_port}"'
-    return (
-        "// Served by scripts/local_up.py: the gateway this local page talks to.\n"
-        f"window.APP_CONFIG = {{ gatewayUrl: {url_expr} }};\n"
-    ).encode()
-
-
-class FrontendHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves `frontend/`, but `/config.js` from memory; nothing is cached, so an
-    edited page shows on reload."""
-
-    config_body: bytes = b""
-    log_line: Callable[[str], None] = staticmethod(print)
-
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] == "/config.js":
-            self.send_response(200)
-            self.send_header("Content-Type", "text/javascript; charset=utf-8")
-            self.send_header("Content-Length", str(len(self.config_body)))
-            self.end_headers()
-            self.wfile.write(self.config_body)
-            return
-        super().do_GET()
-
-    def end_headers(self) -> None:
-        self.send_header("Cache-Control", "no-cache")
-        super().end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        self.log_line(f"{self.address_string()} {format % args}")
-
-
-class FrontendServer(http.server.ThreadingHTTPServer):
-    """One thread per connection (a slow client never blocks the page), IPv4 or IPv6."""
-
-    daemon_threads = True
-
-    def __init__(self, host: str, port: int, handler: Callable[..., Any]) -> None:
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        super().__init__((host, port), handler)
-
-
-def make_frontend_server(
-    host: str,
-    port: int,
-    *,
-    gateway_url: str | None,
-    gateway_port: int,
-    log_line: Callable[[str], None] = print,
-) -> FrontendServer:
-    """A static server for `frontend/` (not yet serving: call `serve_forever`)."""
-    handler = type(
-        "Handler",
-        (FrontendHandler,),
-        {
-            "config_body": config_js(gateway_url, gateway_port),
-            "log_line": staticmethod(log_line),
-        },
-    )
-    return FrontendServer(host, port, partial(handler, directory=str(FRONTEND_DIR)))
 
 
 # ---- child processes -----------------------------------------------------------------------
@@ -238,25 +164,6 @@ def port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def probe(url: str) -> tuple[int, dict[str, Any]]:
-    """GET a readiness URL → (status, JSON body or {}); (0, {}) when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, _json(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, _json(err.read())
-    except (OSError, ValueError):
-        return 0, {}
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 # ---- the orchestrator ---------------------------------------------------------------------

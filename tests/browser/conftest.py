@@ -1,7 +1,7 @@
 """A real browser on the page, the page on one origin, the gateway on another.
 
 Chromium is Debian's (`make browser-deps`); Playwright only drives it. The page is
-served by the same static server `make local-up` runs (scripts/local_up.py), with a
+served by the same static server `make local-up` runs (scripts/page_server.py), with a
 `config.js` pointing at a gateway process that talks to a real generator process.
 """
 
@@ -34,9 +34,11 @@ CHROMIUM_ARGS = [
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def load_local_up() -> ModuleType:
-    """scripts/ is not a package: load the orchestrator module from its file."""
-    spec = importlib.util.spec_from_file_location("local_up", ROOT / "scripts" / "local_up.py")
+def load_page_server() -> ModuleType:
+    """scripts/ is not a package: load the page server module from its file."""
+    spec = importlib.util.spec_from_file_location(
+        "page_server", ROOT / "scripts" / "page_server.py"
+    )
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -45,14 +47,14 @@ def load_local_up() -> ModuleType:
     return module
 
 
-local_up = load_local_up()
+page_server = load_page_server()
 
 
 @contextmanager
 def serve_frontend(gateway_url: str, port: int | None = None) -> Iterator[str]:
     """The page on its own port (a different origin from the gateway); yields its URL."""
     port = port or free_port()
-    server = local_up.make_frontend_server(
+    server = page_server.make_frontend_server(
         "127.0.0.1", port, gateway_url=gateway_url, gateway_port=0, log_line=lambda _: None
     )
     with serving_in_thread(server):

@@ -51,25 +51,23 @@ def built_images() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def stack(built_images: dict[str, str]) -> Iterator[Stack]:
-    """`make docker-up` with podman on free ports (not waiting for the model to load, so
-    the first request sees the cold start); `make docker-down` afterwards."""
+    """`make docker-up` (compose.yaml through podman-compose) on free ports, not waiting for
+    the model to load, so the first request sees the cold start; `make docker-down` after."""
     name = f"textgen-test-{os.getpid()}"  # runs side by side never share containers
     ports = {
         "GENERATOR_PORT": free_port(),
         "GATEWAY_PORT": free_port(),
         "FRONTEND_PORT": free_port(),
     }
-    env = {
-        **{key: str(value) for key, value in ports.items()},
-        "STACK_NAME": name,
-        "WAIT_READY": "0",
-        "GATEWAY_ENV": "-e PING_INTERVAL_S=1",
-    }
     variables = [
         "CONTAINER_ENGINE=podman",
         f"GENERATOR_IMAGE={built_images['generator']}",
         f"GATEWAY_IMAGE={built_images['gateway']}",
+        f"STACK_NAME={name}",
+        "WAIT_READY=0",
+        *(f"{key}={value}" for key, value in ports.items()),
     ]
+    env = {"PING_INTERVAL_S": "1"}  # a gateway setting, passed through by compose.yaml
     make("docker-down", *variables, env=env)
     started = time.monotonic()
     stack = Stack(
@@ -78,6 +76,7 @@ def stack(built_images: dict[str, str]) -> Iterator[Stack]:
         gateway_url=f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
         page_url=f"http://127.0.0.1:{ports['FRONTEND_PORT']}",
         started_at=started,
+        make_variables=variables,
     )
     try:
         make("docker-up", *variables, env=env, timeout=600)

@@ -145,8 +145,13 @@ def test_stack_health_cors_and_page(stack: Stack, cold_stream: dict[str, Any]) -
         timeout=30,
     )
     assert preflight.headers.get("access-control-allow-origin") == origin
+    # The page calls the gateway on the host name it was opened with, on GATEWAY_PORT.
     config = httpx.get(stack.page_url + "/config.js", timeout=30)
-    assert stack.gateway_url in config.text
+    gateway_port = stack.gateway_url.rsplit(":", 1)[1]
+    assert f'location.hostname + ":{gateway_port}"' in config.text
+    page = httpx.get(stack.page_url + "/", timeout=30)
+    assert page.status_code == 200
+    assert "config.js" in page.text
     bad = httpx.get(stack.gateway_url + "/generate", params={"prompt": ""}, timeout=30)
     assert bad.status_code == 422
     assert bad.json()["error"]["field"] == "prompt"

@@ -65,29 +65,30 @@ def run_python(
 
 @dataclass
 class Stack:
-    """What `make docker-up` started: the two `stream` containers and the page."""
+    """What `make docker-up` started from compose.yaml: the generator, the gateway and the
+    page, as project `name`."""
 
     name: str
     generator_url: str
     gateway_url: str
     page_url: str
     started_at: float  # monotonic, just before `make docker-up`
+    make_variables: list[str]  # what `make docker-up` was given
 
     @property
     def network(self) -> str:
-        return self.name
+        return f"{self.name}_default"  # compose's default network of the project
 
     @property
     def generator_in_network(self) -> str:
-        return f"http://{self.name}-generator:8080"
+        return "http://generator:8080"  # the service name resolves on that network
 
     def logs(self) -> str:
-        out = []
-        for container in (f"{self.name}-generator", f"{self.name}-gateway"):
-            logs = subprocess.run([*ENGINE, "logs", "--tail", "15", container],
-                                  capture_output=True, text=True, check=False)  # fmt: skip
-            out.append(f"--- {container} ---\n{logs.stdout}{logs.stderr}")
-        return "\n".join(out)
+        result = subprocess.run(
+            ["make", "--no-print-directory", "docker-logs", *self.make_variables],
+            cwd=ROOT, capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        return result.stdout + result.stderr
 
 
 def wait_until_listening(url: str, timeout_s: float = 300) -> None:
