@@ -25,7 +25,7 @@ PYTEST_ARGS ?=
 # Extra things `make test` needs (browser, container engine...), added by mk/*.mk.
 TEST_PREREQS :=
 
-.PHONY: help install lock model test lint format run-generator clean
+.PHONY: help install lock model test test-fast lint format run-generator clean
 
 -include $(sort $(wildcard mk/*.mk))
 
@@ -48,8 +48,11 @@ install: $(VENV)/.installed ## Create the project venv (.venv) with everything i
 # them). Whoever installs the CUDA build gets them at the exact versions torch pins.
 TORCH_CUDA_ONLY := triton cuda-bindings cuda-toolkit nvidia-cudnn-cu13 nvidia-cusparselt-cu13 \
 	nvidia-nccl-cu13 nvidia-nvshmem-cu13
+# LOCK_ARGS="--upgrade" (or "--upgrade-package NAME") moves pins; without it, `make lock`
+# keeps every pin it can and changes only what the requirements force.
+LOCK_ARGS ?=
 UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 \
-	--custom-compile-command "make lock"
+	--custom-compile-command "make lock" $(LOCK_ARGS)
 
 lock: ## Re-pin every transitive dependency (requirements.lock, infra/requirements-lint.lock)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +66,12 @@ model: install ## Convert the default model (GGUF → safetensors) once, into .c
 
 test: install model $(TEST_PREREQS) ## Install everything, prepare the model, run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The slow families are pytest markers (pyproject.toml); select one with PYTEST_ARGS="-m browser".
+FAST_TESTS := not real_model and not browser and not container and not infra_lint
+
+test-fast: install model ## Unit and in-process tests only: no root, apt, podman, browser or image build
+	$(PY) -m pytest -m "$(FAST_TESTS)" $(PYTEST_ARGS)
 
 lint: install ## ruff (lint + format check), mypy, and the linters mk/*.mk add (hadolint...)
 	$(VENV)/bin/ruff check functions tests scripts

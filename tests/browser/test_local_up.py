@@ -23,6 +23,8 @@ from support.servers import FUNCTIONS_DIR, free_port
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.browser
+
 SCRIPT = ROOT / "scripts" / "local_up.py"
 READY_TIMEOUT_S = 180
 

@@ -6,11 +6,14 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from support.servers import ServerProcess, free_port
 
 from .conftest import Stack, gateway_process, serve_frontend, stack_for
+
+pytestmark = pytest.mark.browser
 
 # Generous bounds: they only turn a hang into a failure, they never measure speed.
 RUN_TIMEOUT_MS = 60_000

@@ -18,6 +18,8 @@ from support.servers import ServerProcess
 
 from .conftest import ARTIFACTS, ROOT, stack_for
 
+pytestmark = pytest.mark.browser
+
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
 
 

@@ -24,6 +24,8 @@ from gateway.settings import Settings as GatewaySettings
 from generator.settings import Settings as GeneratorSettings
 from support.infra import INFRA, ROOT, TEMPLATE, infra_tool
 
+pytestmark = pytest.mark.infra_lint
+
 MODES = {"stream": "IsStream", "buffered": "IsBuffered"}
 SETTINGS: dict[str, type[BaseSettings]] = {
     "Dockerfile.generator": GeneratorSettings,
