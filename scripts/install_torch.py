@@ -57,6 +57,31 @@ def index_answers(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
         return str(getattr(err, "reason", err))
 
 
+def pip_command(
+    pin: str, index_url: str, constraint: Path | None, timeout_s: float = PROBE_TIMEOUT_S
+) -> list[str]:
+    """The pip command that installs `pin`: from `index_url` when it answers, else from
+    pip's default index; says which, and why."""
+    command = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check"]
+    if constraint:
+        command += ["--constraint", str(constraint)]
+    if not index_url:
+        print(f">> {pin} from pip's default index")
+        return [*command, pin]
+    why_not = index_answers(index_url, timeout_s)
+    if why_not is not None:
+        print(
+            f">> the PyTorch index {index_url} does not answer ({why_not}):\n"
+            f"   {pin} from pip's default index instead. On Linux that is PyPI's CUDA build\n"
+            "   (several GB) unless pip is configured with a local wheel or a mirror."
+        )
+        return [*command, pin]
+    print(f">> {pin} from {index_url}")
+    # Extra, not instead: torch's dependencies still come from the usual index. The
+    # build there (e.g. 2.13.0+cpu) sorts above PyPI's plain 2.13.0, so pip takes it.
+    return [*command, "--extra-index-url", index_url, pin]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -69,31 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     pin = torch_pin()
-    wanted = pin.split("==", 1)[1]
     have = installed_version()
-    if have is not None and have.split("+", 1)[0] == wanted:
+    if have is not None and have.split("+", 1)[0] == pin.split("==", 1)[1]:
         print(f">> torch {have} already installed (to switch builds: make clean install)")
         return 0
-
-    command = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check"]
-    if args.constraint:
-        command += ["--constraint", str(args.constraint)]
-    if args.index_url:
-        why_not = index_answers(args.index_url)
-        if why_not is None:
-            print(f">> {pin} from {args.index_url}")
-            # Extra, not instead: torch's dependencies still come from the usual index.
-            # The build there (e.g. 2.13.0+cpu) sorts above PyPI's plain 2.13.0, so pip takes it.
-            command += ["--extra-index-url", args.index_url]
-        else:
-            print(
-                f">> the PyTorch index {args.index_url} does not answer ({why_not}):\n"
-                f"   {pin} from pip's default index instead. On Linux that is PyPI's CUDA build\n"
-                "   (several GB) unless pip is configured with a local wheel or a mirror."
-            )
-    else:
-        print(f">> {pin} from pip's default index")
-    return subprocess.call([*command, pin])
+    return subprocess.call(pip_command(pin, args.index_url, args.constraint))
 
 
 if __name__ == "__main__":

@@ -7,17 +7,15 @@ served by the same static server `make local-up` runs (scripts/page_server.py), 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
+from support.scripts import load_script
 from support.servers import ServerProcess, free_port, serving_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,20 +32,7 @@ CHROMIUM_ARGS = [
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def load_page_server() -> ModuleType:
-    """scripts/ is not a package: load the page server module from its file."""
-    spec = importlib.util.spec_from_file_location(
-        "page_server", ROOT / "scripts" / "page_server.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-page_server = load_page_server()
+page_server = load_script("page_server")
 
 
 @contextmanager
