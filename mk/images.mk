@@ -58,7 +58,7 @@ images-standin: install container-deps standin-images ## Build the images here, 
 # `make docker-up` is a thin wrapper over compose.yaml: the same ports and settings from
 # the environment, then a wait until the services answer (compose's own wait needs health
 # checks that podman runs only under systemd).
-STACK_NAME ?= textgen
+COMPOSE_PROJECT_NAME ?= textgen
 FRONTEND_PORT ?= 8080
 ALLOWED_ORIGINS ?= http://localhost:$(FRONTEND_PORT),http://127.0.0.1:$(FRONTEND_PORT)
 WAIT_READY ?= 1
@@ -70,7 +70,7 @@ COMPOSE ?= docker compose
 endif
 COMPOSE_RUN = GENERATOR_IMAGE=$(GENERATOR_IMAGE) GATEWAY_IMAGE=$(GATEWAY_IMAGE) \
 	GENERATOR_PORT=$(GENERATOR_PORT) GATEWAY_PORT=$(GATEWAY_PORT) FRONTEND_PORT=$(FRONTEND_PORT) \
-	ALLOWED_ORIGINS="$(ALLOWED_ORIGINS)" $(COMPOSE) -f compose.yaml -p $(STACK_NAME)
+	ALLOWED_ORIGINS="$(ALLOWED_ORIGINS)" $(COMPOSE) -f compose.yaml -p $(COMPOSE_PROJECT_NAME)
 
 docker-up: ## Run compose.yaml: gateway :8000 → generator :8001, the page :8080 (after `make images`)
 	$(COMPOSE_RUN) up -d
@@ -91,7 +91,7 @@ docker-down: ## Stop and remove what docker-up started
 	$(COMPOSE_RUN) down
 ifeq ($(CONTAINER_ENGINE),podman)
 	@# podman-compose 1.0 leaves the project's network behind.
-	@$(ENGINE) network rm -f $(STACK_NAME)_default >/dev/null 2>&1 || true
+	@$(ENGINE) network rm -f $(COMPOSE_PROJECT_NAME)_default >/dev/null 2>&1 || true
 endif
 
 # ---- what the image tests need (part of `make test`) ----

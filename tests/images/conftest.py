@@ -63,7 +63,7 @@ def stack(built_images: dict[str, str]) -> Iterator[Stack]:
         "CONTAINER_ENGINE=podman",
         f"GENERATOR_IMAGE={built_images['generator']}",
         f"GATEWAY_IMAGE={built_images['gateway']}",
-        f"STACK_NAME={name}",
+        f"COMPOSE_PROJECT_NAME={name}",
         "WAIT_READY=0",
         *(f"{key}={value}" for key, value in ports.items()),
     ]
