@@ -8,31 +8,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 
 from gateway.fdlimit import ensure_open_files_headroom
 from gateway.metrics import GatewayMetrics
 from gateway.openai_api import openai_error_response, openai_router
-from gateway.protocol import GenerationParams, StartResponse, check_params
+from gateway.protocol import StartResponse
 from gateway.relay import Relay, only_error
 from gateway.settings import Settings
 from gateway.signing import StartIdSigner
 from gateway.sse import event_stream, sse_events
 from gateway.upstream import GeneratorClient
-from streamkit.errors import (
-    InvalidRequest,
-    ServiceError,
-    describe_validation_error,
-    error_response,
-    install_error_handlers,
-)
+from streamkit.errors import InvalidRequest, ServiceError, error_response, install_error_handlers
+from streamkit.generation import GenerationParams, check_limits, parse_params
+from streamkit.http import query_params
 from streamkit.logs import configure_logging
 from streamkit.requestid import HEADER as REQUEST_ID_HEADER
 from streamkit.requestid import RequestIdMiddleware
@@ -43,21 +37,6 @@ def _render_error(request: Request, error: ServiceError) -> Response:
     if request.url.path.startswith("/v1/"):
         return openai_error_response(error)
     return error_response(error)
-
-
-def _query_params(request: Request) -> dict[str, Any]:
-    params: dict[str, Any] = dict(request.query_params)
-    if "stop" in params:
-        params["stop"] = request.query_params.getlist("stop")
-    return params
-
-
-def _validate(params: dict[str, Any], *, strict: bool, settings: Settings) -> GenerationParams:
-    try:
-        parsed = GenerationParams.model_validate(params, strict=strict)
-    except ValidationError as exc:
-        raise describe_validation_error(exc.errors()) from None
-    return check_params(parsed, settings)
 
 
 def create_app(
@@ -92,7 +71,7 @@ def create_app(
     @app.post("/start", response_model=StartResponse)
     async def start(params: GenerationParams) -> StartResponse:
         """Validate the parameters and sign them into a stateless, expiring id."""
-        check_params(params, settings)
+        check_limits(params, settings)
         start_id = signer.issue(params.model_dump(exclude_defaults=True))
         return StartResponse(id=start_id, stream_url=f"/generate?id={start_id}")
 
@@ -104,13 +83,14 @@ def create_app(
             # A browser EventSource reconnecting after the stream ended: 204 makes it stop
             # rather than run the generation again.
             return Response(status_code=204)
-        query = _query_params(request)
+        query = query_params(request)
         if "id" in query:
             if len(query) > 1:
                 raise InvalidRequest("id", "give either id or generation parameters, not both")
-            params = _validate(signer.verify(query["id"]), strict=True, settings=settings)
+            params = parse_params(signer.verify(query["id"]))
         else:
-            params = _validate(query, strict=False, settings=settings)
+            params = parse_params(query, strict=False)
+        check_limits(params, settings)
         try:
             events = await relay.open(params, request.state.request_id, "generate")
         except ServiceError as error:

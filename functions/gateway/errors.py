@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from streamkit.errors import Overloaded, ServiceError
+from streamkit.events import ErrorEvent
 
 
 class UpstreamError(ServiceError):
@@ -71,9 +72,9 @@ class GeneratorFailed(UpstreamError):
 
     kind = "generator_error"
 
-    def __init__(self, event: dict[str, Any]) -> None:
-        super().__init__(str(event.get("message") or "generation failed"))
-        self.code = str(event.get("code") or "generation_failed")
+    def __init__(self, event: ErrorEvent) -> None:
+        super().__init__(event.message, field=event.field)
+        self.code = event.code
 
 
 def from_response(status: int, headers: httpx.Headers, content: bytes) -> ServiceError:

@@ -20,10 +20,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import ServerSentEvent
 
+from gateway.errors import UpstreamUnavailable
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
-from gateway.relay import Event, Relay
+from gateway.relay import Relay
 from gateway.sse import SEPARATOR, dumps, event_stream
-from streamkit.errors import Overloaded, ServiceError
+from streamkit.errors import ServiceError
+from streamkit.events import DoneEvent, ErrorEvent, Event, TokenEvent
 
 FINISH_REASONS = {"length": "length", "stop": "stop", "eos": "stop"}
 DEFAULT_MODEL_ID = "default"
@@ -37,18 +39,9 @@ def openai_error_response(error: ServiceError) -> JSONResponse:
     )
 
 
-def openai_error_body(error: ServiceError | Event) -> dict[str, Any]:
-    if isinstance(error, ServiceError):
-        status, code, message, field = (
-            error.status_code,
-            error.code,
-            error.message,
-            error.field,
-        )
-    else:  # an in-stream error event
-        status, code, message, field = 500, error["code"], error["message"], error.get("field")
-    kind = "invalid_request_error" if 400 <= status < 500 else "server_error"
-    return {"message": message, "type": kind, "code": code, "param": field}
+def openai_error_body(error: ServiceError) -> dict[str, Any]:
+    kind = "invalid_request_error" if 400 <= error.status_code < 500 else "server_error"
+    return {"message": error.message, "type": kind, "code": error.code, "param": error.field}
 
 
 class _Shape:
@@ -98,9 +91,8 @@ class _Shape:
         return body
 
 
-def _usage(done: Event) -> dict[str, int]:
-    usage = done.get("usage") or {}
-    prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+def _usage(done: DoneEvent) -> dict[str, int]:
+    prompt, completion = done.usage.prompt_tokens, done.usage.completion_tokens
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -150,9 +142,9 @@ def openai_router(relay: Relay) -> APIRouter:
         ready, info = await relay.client.readiness()
         model = info.get("model")
         if not isinstance(model, str):
-            error = ServiceError("generator is not reachable; model unknown")
-            error.status_code, error.code = 503, "upstream_unavailable"
-            return openai_error_response(error)
+            return openai_error_response(
+                UpstreamUnavailable("generator is not reachable; model unknown")
+            )
         name = PurePath(model).name if model.startswith(("/", ".")) else model
         return JSONResponse(
             {
@@ -172,17 +164,6 @@ def openai_router(relay: Relay) -> APIRouter:
     return router
 
 
-# HTTP status of an in-stream error code, for the non-streamed answer.
-_ERROR_STATUS = {
-    "overloaded": 503,
-    "model_unavailable": 503,
-    "upstream_unavailable": 503,
-    "upstream_timeout": 504,
-    "upstream_failed": 502,
-    "generation_failed": 500,
-}
-
-
 async def _collect(
     request: Request, events: AsyncGenerator[Event, None], shape: _Shape
 ) -> Response:
@@ -194,18 +175,14 @@ async def _collect(
     async def consume() -> None:
         nonlocal answer
         async for event in events:
-            if event["type"] == "token":
-                parts.append(event["text"])
-            elif event["type"] == "done":
-                finish = FINISH_REASONS.get(event["finish_reason"], "stop")
+            if isinstance(event, TokenEvent):
+                parts.append(event.text)
+            elif isinstance(event, DoneEvent):
+                finish = FINISH_REASONS[event.finish_reason]
                 answer = JSONResponse(shape.complete("".join(parts), finish, _usage(event)))
-            elif event["type"] == "error":
-                error: ServiceError = ServiceError(event["message"])
-                if "retry_after_s" in event:
-                    error = Overloaded(event["message"], retry_after_s=event["retry_after_s"])
-                error.code = event["code"]
-                error.status_code = _ERROR_STATUS.get(event["code"], 502)
-                answer = openai_error_response(error)
+            elif isinstance(event, ErrorEvent):
+                # With the HTTP status its code declares (503 + Retry-After for overload).
+                answer = openai_error_response(event.to_error())
 
     async with anyio.create_task_group() as tasks:
 
@@ -237,15 +214,15 @@ async def _chunks(
     if shape.chat:
         yield data(shape.chunk("", None, role=True))
     async for event in events:
-        if event["type"] == "token":
-            yield data(shape.chunk(event["text"], None))
-        elif event["type"] == "done":
-            finish = FINISH_REASONS.get(event["finish_reason"], "stop")
+        if isinstance(event, TokenEvent):
+            yield data(shape.chunk(event.text, None))
+        elif isinstance(event, DoneEvent):
+            finish = FINISH_REASONS[event.finish_reason]
             yield data(shape.chunk(None if shape.chat else "", finish))
             if include_usage:
                 final = shape.envelope(shape.chunk(None, None)["object"], [])
                 final["usage"] = _usage(event)
                 yield data(final)
-        elif event["type"] == "error":
-            yield data({"error": openai_error_body(event)})
+        elif isinstance(event, ErrorEvent):
+            yield data({"error": openai_error_body(event.to_error())})
     yield data("[DONE]")

@@ -2,31 +2,25 @@
 
 `GenerationParams` is the schema the generator accepts (`streamkit.generation`), so
 bad input is refused here, before any stream or upstream request starts, exactly as
-the generator would refuse it. Operator-tuned bounds are checked against `Settings`,
-whose limits have the same names and defaults as the generator's.
+the generator would refuse it. Operator-tuned bounds are checked against `Settings`
+(`check_limits`), whose limits have the same names and defaults as the generator's.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.settings import Settings
-from streamkit.errors import InvalidRequest, describe_validation_error
+from streamkit.errors import InvalidRequest
 from streamkit.generation import (
     MAX_SEED,
     MAX_STOP_SEQUENCES,
     GenerationParams,
     StopString,
-    check_limits,
+    parse_params,
+    require_text,
 )
-
-
-def check_params(params: GenerationParams, settings: Settings) -> GenerationParams:
-    """The operator-tuned bounds, checked before anything is signed or sent upstream."""
-    check_limits(params, settings)
-    return params
 
 
 class StartResponse(BaseModel):
@@ -81,14 +75,8 @@ class _OpenAIBase(BaseModel):
             "repetition_penalty": self.repetition_penalty,
             "seed": self.seed,
         }
-        if not prompt.strip():
-            raise InvalidRequest(
-                "messages" if chat else "prompt", "must contain non-whitespace text"
-            )
-        try:
-            return GenerationParams(**{k: v for k, v in fields.items() if v is not None})
-        except ValidationError as exc:
-            raise describe_validation_error(exc.errors()) from None
+        require_text(prompt, "messages" if chat else "prompt")
+        return parse_params({k: v for k, v in fields.items() if v is not None})
 
     @property
     def include_usage(self) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
 
 import anyio
 
@@ -20,26 +19,18 @@ from gateway.metrics import GatewayMetrics
 from gateway.protocol import GenerationParams
 from gateway.settings import Settings
 from gateway.upstream import GeneratorClient, UpstreamStream
-from streamkit.errors import Overloaded, ServiceError
+from streamkit.errors import ServiceError
+from streamkit.events import DoneEvent, ErrorEvent, Event, TokenEvent
 
 log = logging.getLogger("gateway.relay")
 
-Event = dict[str, Any]
 _CLOSE_TIMEOUT_S = 5.0
-
-
-def error_event(error: ServiceError) -> Event:
-    """The in-stream form of an error (the same payload as the HTTP body)."""
-    event: Event = {"type": "error", **error.payload()}
-    if isinstance(error, Overloaded):
-        event["retry_after_s"] = error.retry_after_s
-    return event
 
 
 async def only_error(error: ServiceError) -> AsyncIterator[Event]:
     """A stream holding just the error event: failures before the first byte, for clients
     (browser `EventSource`) that cannot read the body of a non-200 answer."""
-    yield error_event(error)
+    yield ErrorEvent.from_error(error)
 
 
 class Relay:
@@ -73,10 +64,10 @@ class Relay:
             try:
                 async for received in stream.events():
                     event = received.event
-                    if event["type"] == "done":
+                    if isinstance(event, DoneEvent):
                         outcome = "done"
                     yield event
-                    if event["type"] == "token":
+                    if isinstance(event, TokenEvent):
                         # Resumed only once the consumer has handed the event on.
                         self.metrics.added_latency.observe(time.perf_counter() - received.at)
                         self.metrics.relayed_tokens.inc()
@@ -84,7 +75,7 @@ class Relay:
             except ServiceError as error:
                 self.count_error(error)
                 outcome = error.code
-                yield error_event(error)
+                yield ErrorEvent.from_error(error)
         finally:
             # Shielded: this also runs when the client's disconnect cancels the stream,
             # and closing the connection is what tells the generator to stop.

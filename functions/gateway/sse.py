@@ -9,10 +9,11 @@ id: end
 event: done
 data: {"finish_reason":"length","usage":{...},"timings":{...}}
 ```
-Terminal events carry `id: end`: a client that reconnects after the end (browser
-`EventSource` does so by itself when a response finishes) sends it back as
-`Last-Event-ID`, and `GET /generate` answers such reconnects with 204, which tells
-`EventSource` to stop instead of starting the generation again.
+Which event gets which name and id is `streamkit.events.sse_fields`. Terminal events
+carry `id: end`: a client that reconnects after the end (browser `EventSource` does so
+by itself when a response finishes) sends it back as `Last-Event-ID`, and
+`GET /generate` answers such reconnects with 204, which tells `EventSource` to stop
+instead of starting the generation again.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from gateway.relay import Event
 from gateway.settings import Settings
+from streamkit.events import Event, sse_fields
+from streamkit.http import STREAM_HEADERS
 
 SEPARATOR = "\n"
-END_ID = "end"
 # Characters some line readers (Python's str.splitlines, hence httpx's aiter_lines) take
 # for line ends; JSON may escape them, so the data line never breaks, for any client.
 _LINE_BREAKERS = {ord(c): f"\\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
@@ -39,13 +40,8 @@ def dumps(data: Any) -> str:
 
 
 def to_sse(event: Event) -> ServerSentEvent:
-    kind = event["type"]
-    body = {key: value for key, value in event.items() if key != "type"}
-    if kind == "token":
-        return ServerSentEvent(dumps(body), event="token", id=str(event["index"]), sep=SEPARATOR)
-    if kind in ("done", "error"):
-        return ServerSentEvent(dumps(body), event=kind, id=END_ID, sep=SEPARATOR)
-    return ServerSentEvent(dumps(body), event=kind, sep=SEPARATOR)
+    name, event_id, data = sse_fields(event)
+    return ServerSentEvent(dumps(data), event=name, id=event_id, sep=SEPARATOR)
 
 
 async def sse_events(events: AsyncIterator[Event]) -> AsyncIterator[ServerSentEvent]:
@@ -60,7 +56,7 @@ def event_stream(
     The response ends right after the terminal event."""
     return EventSourceResponse(
         content,
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers=STREAM_HEADERS,
         ping=settings.ping_interval_s,
         ping_message_factory=lambda: ServerSentEvent(comment="ping", sep=SEPARATOR),
         sep=SEPARATOR,

@@ -11,13 +11,13 @@ client's disconnect reaches the generator and stops its model loop.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from gateway.errors import (
     GeneratorFailed,
@@ -27,6 +27,7 @@ from gateway.errors import (
     from_response,
 )
 from gateway.settings import Settings
+from streamkit.events import DoneEvent, ErrorEvent, Event, TokenEvent, from_ndjson
 from streamkit.requestid import HEADER as REQUEST_ID_HEADER
 
 _MAX_LINE_BYTES = 1 << 20
@@ -37,30 +38,8 @@ _MAX_ERROR_BODY_BYTES = 64 * 1024
 class Received:
     """One upstream event and when its line arrived (for the added-latency histogram)."""
 
-    event: dict[str, Any]
+    event: Event
     at: float
-
-
-def _check_event(event: Any, expected_index: int) -> dict[str, Any]:
-    """The shape the wire contract promises; anything else is a broken stream."""
-    if not isinstance(event, dict):
-        raise ValueError("not an object")
-    kind = event.get("type")
-    if kind == "token":
-        if event.get("index") != expected_index or not isinstance(event.get("text"), str):
-            raise ValueError(f"token out of sequence or without text (expected {expected_index})")
-    elif kind == "status":
-        if not isinstance(event.get("state"), str):
-            raise ValueError("status without a state")
-    elif kind == "done":
-        if not isinstance(event.get("finish_reason"), str):
-            raise ValueError("done without a finish_reason")
-    elif kind == "error":
-        if not isinstance(event.get("code"), str):
-            raise ValueError("error without a code")
-    else:
-        raise ValueError(f"unknown event type {kind!r}")
-    return event
 
 
 class UpstreamStream:
@@ -103,17 +82,24 @@ class UpstreamStream:
                 continue
             arrived = time.perf_counter()
             try:
-                event = _check_event(json.loads(line), index)
-            except ValueError as exc:
+                event = from_ndjson(line)
+            except ValidationError as exc:
+                problem = exc.errors()[0]
+                where = ".".join(str(part) for part in problem["loc"])
+                detail = f"{where}: {problem['msg']}" if where else problem["msg"]
                 raise UpstreamBroken(
-                    f"generator sent a malformed line: {exc}", kind="malformed"
+                    f"generator sent a malformed line: {detail}", kind="malformed"
                 ) from None
-            if event["type"] == "error":
+            if isinstance(event, TokenEvent) and event.index != index:
+                raise UpstreamBroken(
+                    f"generator sent token {event.index} where {index} was due", kind="malformed"
+                )
+            if isinstance(event, ErrorEvent):
                 raise GeneratorFailed(event)
             yield Received(event, arrived)
-            if event["type"] == "done":
+            if isinstance(event, DoneEvent):
                 return
-            if event["type"] == "token":
+            if isinstance(event, TokenEvent):
                 index += 1
                 silence = self._settings.token_timeout_s
 

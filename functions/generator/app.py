@@ -9,18 +9,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from generator.engine import Engine, Event, Job
+from generator.engine import Engine, Job
 from generator.metrics import GeneratorMetrics
-from generator.protocol import GenerateRequest, effective_max_new_tokens, ndjson_line
+from generator.protocol import GenerateRequest, effective_max_new_tokens
 from generator.settings import Settings
-from streamkit.errors import describe_validation_error, install_error_handlers
+from streamkit.errors import install_error_handlers
+from streamkit.events import ErrorEvent, TokenEvent, to_ndjson
+from streamkit.generation import parse_params
+from streamkit.http import STREAM_HEADERS, query_params
 from streamkit.logs import configure_logging
 from streamkit.requestid import RequestIdMiddleware
-
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
         async def lines() -> AsyncIterator[bytes]:
             async for event in engine.stream(job, ticket):
-                yield ndjson_line(event)
+                yield to_ndjson(event)
 
         return StreamingResponse(lines(), media_type="application/x-ndjson", headers=STREAM_HEADERS)
 
@@ -69,21 +69,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def generate_plain(http_request: Request) -> StreamingResponse:
         """The original design's endpoint: `GET /?prompt=...`, the text streamed as it comes.
         A failure after the first byte is written as a final `[error] ...` line."""
-        params: dict[str, Any] = dict(http_request.query_params)
-        if "stop" in params:
-            params["stop"] = http_request.query_params.getlist("stop")
-        try:
-            request = GenerateRequest.model_validate(params, strict=False)
-        except ValidationError as exc:
-            raise describe_validation_error(exc.errors()) from None
+        request = parse_params(query_params(http_request), strict=False)
         job, ticket = await accept(request)
 
         async def text() -> AsyncIterator[str]:
             async for event in engine.stream(job, ticket):
-                if event["type"] == "token":
-                    yield event["text"]
-                elif event["type"] == "error":
-                    yield f"\n[error] {event['code']}: {event['message']}\n"
+                if isinstance(event, TokenEvent):
+                    yield event.text
+                elif isinstance(event, ErrorEvent):
+                    yield f"\n[error] {event.code}: {event.message}\n"
 
         return StreamingResponse(
             text(), media_type="text/plain; charset=utf-8", headers=STREAM_HEADERS
@@ -100,7 +94,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         if engine.ready:
             return JSONResponse({"status": "ready", "model": settings.model})
         error = engine.load_error
-        body: Event = {"status": "failed" if error else "loading", "model": settings.model}
+        body: dict[str, Any] = {"status": "failed" if error else "loading", "model": settings.model}
         if error:
             body["error"] = error.payload()
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})

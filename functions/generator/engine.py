@@ -18,15 +18,15 @@ from collections.abc import AsyncIterator
 from generator.admission import Admission, Ticket
 from generator.metrics import GeneratorMetrics
 from generator.model import LoadedModel, encode_prompt, timed_load
-from generator.protocol import error_event, status_event
-from generator.rows import Event, Job, Row
+from generator.rows import Job, Row
 from generator.scheduler import Scheduler
 from generator.settings import Settings
 from streamkit.errors import ModelUnavailable, ServiceError
+from streamkit.events import TERMINAL, ErrorEvent, Event, StatusEvent
 
 log = logging.getLogger("generator.engine")
 
-__all__ = ["Engine", "Event", "Job"]
+__all__ = ["Engine", "Job"]
 
 
 class Engine:
@@ -119,9 +119,9 @@ class Engine:
         try:
             heartbeat_s = self.settings.status_interval_s
             async for position in self.admission.wait(ticket, heartbeat_s):
-                yield status_event("queued", position)
+                yield StatusEvent(state="queued", position=position)
             while not self._loaded.is_set():
-                yield status_event("loading")
+                yield StatusEvent(state="loading")
                 await asyncio.get_running_loop().run_in_executor(
                     None, self._loaded.wait, heartbeat_s
                 )
@@ -137,13 +137,13 @@ class Engine:
                 while True:
                     event = await events.get()
                     yield event
-                    if event["type"] in ("done", "error"):
+                    if isinstance(event, TERMINAL):
                         return
             finally:
                 cancel.set()
         except ServiceError as exc:
             self.metrics.requests.labels(outcome=exc.code).inc()
-            yield error_event(exc.payload())
+            yield ErrorEvent.from_error(exc)
         finally:
             if not handed_off:
                 self._give_back(ticket)

@@ -18,28 +18,26 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from generator.metrics import GeneratorMetrics
 from generator.model import LoadedModel
-from generator.protocol import (
-    FinishReason,
-    GenerateRequest,
-    Timings,
-    Usage,
-    done_event,
-    error_event,
-    token_event,
-)
+from generator.protocol import GenerateRequest
 from generator.sampling import Sampler
 from generator.textstream import IncrementalDecoder, StopMatcher
 from streamkit.errors import GenerationFailed
+from streamkit.events import (
+    DoneEvent,
+    ErrorEvent,
+    Event,
+    FinishReason,
+    Timings,
+    TokenEvent,
+    Usage,
+)
 
 log = logging.getLogger("generator.engine")  # the one log line per generation, as ever
-
-Event = dict[str, Any]
 
 
 @dataclass
@@ -114,17 +112,17 @@ class Row:
     def finish(self, error: BaseException | None = None) -> None:
         """The row leaves the batch: its terminal event (none when cancelled), metrics,
         and the log line. Called exactly once."""
+        usage, timings = self.summary()
         if error is not None:
             outcome = "error"
             self.context.run(log.error, "generation failed", exc_info=error)
-            self._emit(error_event(GenerationFailed(f"generation failed: {error}").payload()))
+            self._emit(ErrorEvent.from_error(GenerationFailed(f"generation failed: {error}")))
         elif self.cancel.is_set():
             outcome = "cancelled"
         else:
             outcome = self.progress.finish_reason
-            self._emit(done_event(outcome, *self.summary()))
+            self._emit(DoneEvent(finish_reason=outcome, usage=usage, timings=timings))
         self._metrics.requests.labels(outcome=outcome).inc()
-        usage, timings = self.summary()
         fields = {**usage.model_dump(), **timings.model_dump(), "finish_reason": outcome}
         self.context.run(log.info, "generation finished", extra={"fields": fields})
 
@@ -160,7 +158,7 @@ class Row:
 
     def _send(self, text: str) -> None:
         if text and not self.cancel.is_set():
-            self._emit(token_event(self._index, text))
+            self._emit(TokenEvent(index=self._index, text=text))
             self._index += 1
 
     def _flush(self) -> None:

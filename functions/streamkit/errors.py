@@ -8,7 +8,7 @@ event. Both shapes come from `ServiceError.payload()`, so they never drift apart
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,10 +17,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class ServiceError(Exception):
-    """Base of every error a client sees. `code` is stable; `message` is for people."""
+    """Base of every error a client sees. `code` is stable; `message` is for people.
+    Each subclass declares its `code` and `status_code` once; `status_for` finds the
+    status of a code that arrives as text (in another hop's `error` event)."""
 
     status_code = 500
     code = "internal_error"
+    _status_by_code: ClassVar[dict[str, int]] = {"internal_error": 500}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            ServiceError._status_by_code.setdefault(cls.code, cls.status_code)
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -81,6 +89,37 @@ class GenerationFailed(ServiceError):
     code = "generation_failed"
 
 
+class HTTPError(ServiceError):
+    """A refusal by the HTTP layer itself (an unknown path, a method not allowed)."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = "not_found" if status_code == 404 else "http_error"
+
+
+class RelayedError(ServiceError):
+    """An error another hop reported in its stream, raised again here: its code, message
+    and field as they were, with the status its code declares (502 for a code this
+    process does not know: the other hop failed)."""
+
+    def __init__(
+        self, code: str, message: str, field: str | None = None, retry_after_s: int | None = None
+    ) -> None:
+        super().__init__(message, field=field)
+        self.code = code
+        self.status_code = status_for(code)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else {}
+
+
+def status_for(code: str) -> int:
+    """The HTTP status the error class with this `code` declares; 502 when none does."""
+    return ServiceError._status_by_code.get(code, 502)
+
+
 def error_response(error: ServiceError) -> JSONResponse:
     """The HTTP form of an error, for failures before a stream has started."""
     return JSONResponse(
@@ -124,10 +163,7 @@ def install_error_handlers(app: FastAPI, render: Renderer | None = None) -> None
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        error = ServiceError(str(exc.detail))
-        error.status_code = exc.status_code
-        error.code = "not_found" if exc.status_code == 404 else "http_error"
-        return draw(request, error)
+        return draw(request, HTTPError(exc.status_code, str(exc.detail)))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         return draw(request, ServiceError("internal error"))

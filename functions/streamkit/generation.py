@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from streamkit.errors import InvalidRequest
+from streamkit.errors import InvalidRequest, describe_validation_error
 
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 64
@@ -51,6 +51,21 @@ class GenerationParams(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+def parse_params(data: dict[str, Any], *, strict: bool = True) -> GenerationParams:
+    """`data` as generation parameters, or `InvalidRequest` naming the first bad field.
+    `strict=False` for query strings, where every value arrives as text."""
+    try:
+        return GenerationParams.model_validate(data, strict=strict)
+    except ValidationError as exc:
+        raise describe_validation_error(exc.errors()) from None
+
+
+def require_text(text: str, field: str) -> None:
+    """A prompt (or a conversation) must hold something besides whitespace."""
+    if not text.strip():
+        raise InvalidRequest(field, "must contain non-whitespace text")
+
+
 class GenerationLimits(BaseModel):
     """The operator-tuned bounds, a base of both functions' `Settings` (environment
     variables MAX_PROMPT_CHARS, MAX_NEW_TOKENS_LIMIT), so the two always agree."""
@@ -63,8 +78,7 @@ class GenerationLimits(BaseModel):
 
 def check_limits(params: GenerationParams, limits: GenerationLimits) -> None:
     """Check the bounds an operator tunes; raise `InvalidRequest` naming the field."""
-    if not params.prompt.strip():
-        raise InvalidRequest("prompt", "must contain non-whitespace text")
+    require_text(params.prompt, "prompt")
     if len(params.prompt) > limits.max_prompt_chars:
         raise InvalidRequest(
             "prompt", f"is {len(params.prompt)} characters; at most {limits.max_prompt_chars}"

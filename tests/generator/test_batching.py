@@ -273,7 +273,8 @@ async def run(engine: Engine, body: dict[str, Any]) -> Events:
     job = Job(request=request, max_new_tokens=effective_max_new_tokens(request, engine.settings))
     job.prompt_ids = engine.encode(job)
     ticket = engine.admission.enter()
-    return [event async for event in engine.stream(job, ticket)]
+    # As the wire carries them, like the events `collect` reads from the server.
+    return [event.model_dump(exclude_none=True) async for event in engine.stream(job, ticket)]
 
 
 async def test_a_failing_row_ends_only_its_own_stream(engine, monkeypatch):

@@ -16,8 +16,14 @@ from pydantic import ValidationError
 from gateway.settings import Settings
 from gateway.sigv4 import SigningUnavailable, SigV4
 from gateway.upstream import GeneratorClient
+from streamkit.events import DoneEvent, Timings, Usage, to_ndjson
 
 AUTHORIZATION = re.compile(r"AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/\d{8}/eu-west-1/lambda/")
+DONE = DoneEvent(
+    finish_reason="length",
+    usage=Usage(prompt_tokens=1, completion_tokens=0),
+    timings=Timings(queue_ms=0, ttft_ms=0, total_ms=0, tokens_per_s=0),
+)
 
 
 @pytest.fixture
@@ -40,7 +46,7 @@ async def _sent_headers(settings: Settings) -> list[httpx.Headers]:
         sent.append(request.headers)
         if request.url.path == "/readyz":
             return httpx.Response(200, json={"status": "ready"})
-        return httpx.Response(200, text='{"type":"done","finish_reason":"length"}\n')
+        return httpx.Response(200, content=to_ndjson(DONE))
 
     client = GeneratorClient(settings, transport=httpx.MockTransport(generator))
     try:

@@ -1,13 +1,17 @@
-"""A small helper to read a gateway event stream into a list (with httpx-sse)."""
+"""A small helper to read a gateway event stream into a list (with httpx-sse).
+
+Each event is read with the wire contract's own parser (`streamkit.events.from_sse`), so
+an event that does not fit it fails the test."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from httpx_sse import aconnect_sse
+
+from streamkit.events import from_sse
 
 
 @dataclass
@@ -20,7 +24,14 @@ class Event:
 async def read_events(client: httpx.AsyncClient, url: str, **kwargs: Any) -> list[Event]:
     async with aconnect_sse(client, "GET", url, **kwargs) as source:
         source.response.raise_for_status()
-        return [Event(sse.event, sse.id, json.loads(sse.data)) async for sse in source.aiter_sse()]
+        return [
+            Event(
+                sse.event,
+                sse.id,
+                from_sse(sse.event, sse.data).model_dump(exclude={"type"}, exclude_none=True),
+            )
+            async for sse in source.aiter_sse()
+        ]
 
 
 def token_text(events: list[Event]) -> str:
