@@ -62,7 +62,7 @@ lock: ## Re-pin every transitive dependency (requirements.lock, infra/requiremen
 	$(UV_COMPILE) infra/requirements-lint.txt -o infra/requirements-lint.lock
 
 model: install ## Convert the default model (GGUF → safetensors) once, into .cache/models
-	$(PY) -m generator.prepare_model
+	$(PY) -m generator.prepare.convert
 
 test: install model $(TEST_PREREQS) ## Install everything, prepare the model, run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -77,7 +77,7 @@ lint: install ## ruff (lint + format check), mypy, and the linters mk/*.mk add (
 	$(VENV)/bin/ruff check functions tests scripts
 	$(VENV)/bin/ruff format --check functions tests scripts
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy --strict scripts/*.py scripts/benchkit
+	$(VENV)/bin/mypy --strict scripts/*.py scripts/benchkit scripts/devtools
 
 format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix functions tests scripts

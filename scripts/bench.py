@@ -64,8 +64,8 @@ def meta(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
     import torch
     import transformers
 
-    from generator.model import served_precision
     from generator.settings import Settings
+    from generator.weights.loaded import served_precision
 
     quiet: Any = transformers.utils.logging.disable_progress_bar  # untyped upstream
     quiet()  # keep the output to the tables

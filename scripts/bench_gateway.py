@@ -18,14 +18,15 @@ Usage: `make bench-gateway` or `.venv/bin/python scripts/bench_gateway.py --runs
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import time
 
 import httpx
+
 from benchkit.servers import ServerProcess
 from benchkit.stats import percentile, rate
 from benchkit.streams import Tap, direct_run, gateway_run
+from devtools.metrics import value
 
 
 def main() -> None:
@@ -72,9 +73,9 @@ def report(
         side: f"{min(r for r, _ in runs):.1f}-{max(r for r, _ in runs):.1f}"
         for side, runs in sides.items()
     }
-    inside = dict(
-        re.findall(r"^gateway_added_latency_seconds_(sum|count) (\S+)$", metrics, re.MULTILINE)
-    )
+    inside = {
+        part: value(metrics, f"gateway_added_latency_seconds_{part}") for part in ("sum", "count")
+    }
     print(f"model: generator default; {args.runs} runs x {args.max_new_tokens} tokens, greedy")
     print(f"{'':24}{'generator alone':>18}{'through gateway':>18}")
     print(f"{'client tok/s (median)':24}{rates['generator']:>18.2f}{rates['gateway']:>18.2f}")
@@ -86,8 +87,8 @@ def report(
         f"added latency per token over {len(added)} tokens: p50 {p50:.3f} ms, "
         f"p99 {p99:.3f} ms, max {max(added) * 1e3:.3f} ms"
     )
-    if inside.get("count"):
-        mean_ms = float(inside["sum"]) / float(inside["count"]) * 1e3
+    if inside["count"]:
+        mean_ms = inside["sum"] / inside["count"] * 1e3
         print(f"gateway_added_latency_seconds mean (inside the gateway process): {mean_ms:.3f} ms")
 
 

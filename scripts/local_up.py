@@ -13,14 +13,14 @@ with real static hosting: every request from the page goes through CORS. The pag
 answers `/config.js` itself with the URL of the gateway started here, so the committed
 `frontend/config.js` (the deployment default) never needs editing.
 
-Each child runs in its own process group, so a signal to the group reaches every
-process it may spawn; Ctrl-C (SIGINT) or SIGTERM to this script stops all of them and
-waits until they are gone. Standard library only: it runs before anything else works.
+Each child runs in its own process group (`devtools.processes`), so a signal to the
+group reaches every process it may spawn; Ctrl-C (SIGINT) or SIGTERM to this script
+stops all of them and waits until they are gone. Standard library only: it runs before
+anything else works.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -29,16 +29,14 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import IO
 
+from devtools.processes import STOP_GRACE_S, GroupProcess, python_path, uvicorn_argv
 from page_server import FRONTEND_DIR, FrontendServer, make_frontend_server
 from wait_ready import probe
 
-ROOT = Path(__file__).resolve().parents[1]
 WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
-STOP_GRACE_S = 10.0
 
 
 def log(message: str) -> None:
@@ -48,32 +46,23 @@ def log(message: str) -> None:
 # ---- child processes -----------------------------------------------------------------------
 
 
-@dataclass
-class Child:
+class Child(GroupProcess):
     """One uvicorn process, in its own process group, its output prefixed with its name."""
 
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-    pump: threading.Thread | None = field(default=None, repr=False)
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        super().__init__(argv, env)
+        self.name = name
+        self.pump: threading.Thread | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: killpg reaches everything
-        )
+        self.spawn(subprocess.PIPE)
+        assert self.process is not None
         assert self.process.stdout is not None
         self.pump = threading.Thread(
             target=self._pump, args=(self.process.stdout,), name=f"{self.name}-log", daemon=True
         )
         self.pump.start()
-        log(f"{self.name} started (pid {self.process.pid})")
+        log(f"{self.name} started (pid {self.pid})")
 
     def _pump(self, stream: IO[bytes]) -> None:
         prefix = f"[{self.name}] "
@@ -81,27 +70,13 @@ class Child:
             sys.stdout.write(prefix + raw.decode(errors="replace").rstrip("\n") + "\n")
             sys.stdout.flush()
 
-    def exit_code(self) -> int | None:
-        return None if self.process is None else self.process.poll()
-
-    def stop(self) -> None:
-        """SIGTERM the group, wait, then SIGKILL whatever is left of it."""
-        if self.process is None:
-            return
-        pgid = self.process.pid
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name} ignored SIGTERM for {STOP_GRACE_S:.0f}s; killing it")
-        # Also reaps any grandchild still in the group after the leader exited.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        self.process.wait()
+    def stop(self, grace_s: float = STOP_GRACE_S) -> bool:
+        graceful = super().stop(grace_s)
+        if not graceful:
+            log(f"{self.name} ignored SIGTERM for {grace_s:.0f}s; killed it")
         if self.pump is not None:
             self.pump.join(timeout=2)
+        return graceful
 
 
 # ---- settings and readiness -------------------------------------------------------------
@@ -177,23 +152,19 @@ class LocalStack:
     def __init__(self, config: Config, env: dict[str, str]) -> None:
         self.config = config
         self.stop_requested = threading.Event()
-        python = sys.executable
-        base_env = {**env, "PYTHONPATH": str(ROOT / "functions")}
-
-        def uvicorn(factory: str, port: int) -> list[str]:
-            return [python, "-m", "uvicorn", "--factory", factory,
-                    "--host", config.host, "--port", str(port)]  # fmt: skip
-
+        base_env = {**env, "PYTHONPATH": python_path()}
         # Only the gateway (and our readiness polls) call the generator: its access log
         # would be noise next to the gateway's.
         self.generator = Child(
             "generator",
-            [*uvicorn("generator.app:create_app", config.generator_port), "--no-access-log"],
+            uvicorn_argv(
+                "generator.app:create_app", config.host, config.generator_port, "--no-access-log"
+            ),
             base_env,
         )
         self.gateway = Child(
             "gateway",
-            uvicorn("gateway.app:create_app", config.gateway_port),
+            uvicorn_argv("gateway.app:create_app", config.host, config.gateway_port),
             {
                 **base_env,
                 "GENERATOR_URL": config.url(config.generator_port),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from devtools.processes import ServerProcess
 from support.models import build_tiny_gpt2, real_model_dir
-from support.servers import ServerProcess
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from generator.engine import Engine, Job
 from generator.metrics import GeneratorMetrics
-from generator.protocol import GenerateRequest, effective_max_new_tokens
+from generator.serving.engine import Engine, Job
+from generator.serving.protocol import GenerateRequest, effective_max_new_tokens
 from generator.settings import Settings
 from streamkit.errors import install_error_handlers
 from streamkit.events import ErrorEvent, TokenEvent, to_ndjson

@@ -11,8 +11,8 @@ from mangum import Mangum
 from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
 
 from generator.app import create_app
-from generator.engine import Engine
 from generator.metrics import GeneratorMetrics
+from generator.serving.engine import Engine
 from generator.settings import Settings
 
 settings = Settings()

@@ -23,7 +23,7 @@ def available() -> bool:
 
 
 def gguf_path() -> str:
-    from generator.prepare_model import find_gguf
+    from generator.prepare.convert import find_gguf
 
     return str(find_gguf())
 

@@ -1,7 +1,7 @@
 """Gateway capacity: how many SSE streams one gateway process holds open at once, and
 what that costs it in memory.
 
-One real gateway process (uvicorn) in front of a paced upstream (`support.paced_upstream`:
+One real gateway process (uvicorn) in front of a paced upstream (`devtools.paced_upstream`:
 the generator's wire protocol with canned tokens at a fixed pace, no model — a load
 source for the gateway only, since the real generator runs at most 64 generations at
 once). A client in this process opens N `GET /generate?prompt=…` streams together over
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from benchkit.servers import ROOT, ServerProcess, peak_rss_mb
+from benchkit.servers import ServerProcess, peak_rss_mb
 from benchkit.stats import Spread, percentile
 from gateway.fdlimit import raise_open_files_limit
 
@@ -256,14 +256,10 @@ def summarise(
 
 
 def upstream_process(env: dict[str, str], load: CapacityLoad) -> ServerProcess:
-    """The paced upstream (see `support.paced_upstream`) as its own uvicorn process."""
+    """The paced upstream (see `devtools.paced_upstream`) as its own uvicorn process."""
     return ServerProcess(
-        "support.paced_upstream:create_app",
-        {
-            **env,
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "functions"), str(ROOT / "tests")]),
-            "PACED_TOKEN_INTERVAL_S": str(load.token_interval_s),
-        },
+        "devtools.paced_upstream:create_app",
+        {**env, "PACED_TOKEN_INTERVAL_S": str(load.token_interval_s)},
         ready_path="/readyz",
     )
 
@@ -279,8 +275,7 @@ def measure_capacity(env: dict[str, str], load: CapacityLoad, rounds: int) -> di
                 {**env, "GENERATOR_URL": upstream.url},
                 ready_path="/healthz",
             ) as gateway:
-                assert gateway.process is not None
-                pid = gateway.process.pid
+                pid = gateway.pid
                 idle = _proc_status(pid, "VmRSS")
                 host, port = "127.0.0.1", gateway.port
                 outcome = asyncio.run(run_round(host, port, pid, load))
@@ -292,7 +287,7 @@ def measure_capacity(env: dict[str, str], load: CapacityLoad, rounds: int) -> di
             "streams": load.streams,
             "tokens": load.tokens,
             "token_interval_s": load.token_interval_s,
-            "upstream": "paced stand-in (support.paced_upstream), no model",
+            "upstream": "paced stand-in (devtools.paced_upstream), no model",
             "open_files_limit": files,
         },
         "rounds": per_round,

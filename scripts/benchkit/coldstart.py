@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchkit.servers import ROOT, ServerProcess, peak_rss_mb
+from benchkit.servers import ServerProcess, peak_rss_mb, python_path
 from benchkit.stats import Spread
 from benchkit.streams import direct_run, gateway_run
 from benchkit.workload import Workload
@@ -26,15 +26,17 @@ from benchkit.workload import Workload
 DEADLINE_S = 180.0
 
 _ENGINE_CHILD = """
-import sys, threading
-from generator.model import decode, encode_prompt, load_model
-from generator.protocol import GenerateRequest
-from generator.sampling import Sampler
+import sys
+from devtools.reference import decode_alone
+from generator.decode.prompt import encode_prompt
+from generator.decode.sampling import Sampler
 from generator.settings import Settings
-lm = load_model(Settings())
-request = GenerateRequest(prompt=sys.argv[1], max_new_tokens=1, temperature=0)
+from generator.weights.loaded import load
+from streamkit.generation import GenerationParams
+lm = load(Settings())
+request = GenerationParams(prompt=sys.argv[1], max_new_tokens=1, temperature=0)
 ids = encode_prompt(lm, request.prompt, False, 1)
-next(iter(decode(lm, ids, 1, Sampler(request, lm.device, ids), threading.Event())))
+next(iter(decode_alone(lm, ids, 1, Sampler(request, lm.device, ids))))
 print("first-token", flush=True)
 """
 
@@ -54,7 +56,7 @@ def _child_first_token(code: str, args: list[str], env: dict[str, str]) -> tuple
         [sys.executable, "-c", code, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        env={**env, "PYTHONPATH": str(ROOT / "functions")},
+        env={**env, "PYTHONPATH": python_path()},
         text=True,
     )
     try:
@@ -69,7 +71,7 @@ def _child_first_token(code: str, args: list[str], env: dict[str, str]) -> tuple
         child.wait()
 
 
-def _retry_until_token(first_token: Callable[[], None], started: float) -> float:
+def _retry_until_token(first_token: Callable[[], object], started: float) -> float:
     while True:
         try:
             first_token()
@@ -86,8 +88,7 @@ def _generator_first_token(work: Workload, env: dict[str, str]) -> tuple[float, 
     server.launch()
     try:
         seconds = _retry_until_token(lambda: direct_run(server.url, work.body(1)), started)
-        assert server.process is not None
-        return seconds, peak_rss_mb(server.process.pid)
+        return seconds, peak_rss_mb(server.pid)
     finally:
         server.stop()
 
@@ -102,8 +103,7 @@ def _stack_first_token(work: Workload, env: dict[str, str]) -> tuple[float, floa
     gateway.launch()
     try:
         seconds = _retry_until_token(lambda: gateway_run(gateway.url, work.body(1)), started)
-        assert generator.process is not None
-        return seconds, peak_rss_mb(generator.process.pid)
+        return seconds, peak_rss_mb(generator.pid)
     finally:
         gateway.stop()
         generator.stop()

@@ -70,6 +70,5 @@ def measure_concurrency(
                 "stream_tok_s": Spread.of(per_stream).as_dict(),
                 "tokens_per_round": tokens,
             }
-        assert generator.process is not None
-        rss = peak_rss_mb(generator.process.pid)
+        rss = peak_rss_mb(generator.pid)
     return {"levels": levels_out, "generator_peak_rss_mb": rss}

@@ -1,15 +1,15 @@
-"""The engine alone: the generator's own decode loop in this process, no HTTP.
+"""The engine alone: one generation decoded in this process, no HTTP, no scheduler thread.
 
-Loads the model exactly as the generator does (`generator.model.load_model`) for one
-precision (a dtype, or `lowbit`) and times `decode()`: TTFT is prefill plus the first
-sampled token, decode tok/s is the rate of the tokens after it. EOS is switched off so
-each run decodes exactly `max_new_tokens` tokens.
+Loads the model exactly as the generator does (`generator.weights.loaded.load`) for one
+precision (a dtype, or `lowbit`) and times `devtools.reference.decode_alone`: the
+server's own prefill and batch step, for a batch of one row. TTFT is prefill plus the
+first sampled token, decode tok/s is the rate of the tokens after it. EOS is switched
+off so each run decodes exactly `max_new_tokens` tokens.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from typing import Any
 
@@ -18,20 +18,22 @@ from benchkit.workload import Workload
 
 
 def measure_engine(dtype: str, work: Workload) -> dict[str, Any]:
-    from generator.model import decode, encode_prompt, load_model
-    from generator.protocol import GenerateRequest
-    from generator.sampling import Sampler
+    from devtools.reference import decode_alone
+    from generator.decode.prompt import encode_prompt
+    from generator.decode.sampling import Sampler
     from generator.settings import Settings, precision_settings
+    from generator.weights.loaded import load
+    from streamkit.generation import GenerationParams
 
-    lm = load_model(Settings(**precision_settings(dtype)))  # type: ignore[arg-type]
+    lm = load(Settings(**precision_settings(dtype)))  # type: ignore[arg-type]
     lm = dataclasses.replace(lm, eos_ids=frozenset())
-    request = GenerateRequest(**work.body())
+    request = GenerationParams(**work.body())
     prompt_ids = encode_prompt(lm, work.prompt, False, work.max_new_tokens)
 
     def run() -> tuple[float, float, list[int]]:
         sampler = Sampler(request, lm.device, prompt_ids)
         started, times, tokens = time.perf_counter(), [], []
-        for token in decode(lm, prompt_ids, work.max_new_tokens, sampler, threading.Event()):
+        for token in decode_alone(lm, prompt_ids, work.max_new_tokens, sampler):
             times.append(time.perf_counter())
             tokens.append(token)
         return rate(times), (times[0] - started) * 1e3, tokens

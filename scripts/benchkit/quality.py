@@ -1,4 +1,4 @@
-"""The quality gate's numbers for each benchmarked precision (`generator.quality`)."""
+"""The quality gate's numbers for each benchmarked precision (`generator.prepare.quality`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 
 def measure_quality(dtypes: list[str]) -> dict[str, Any]:
-    from generator.quality import GATE, compare, load_for_gate, score
+    from generator.prepare.quality import GATE, compare, load_for_gate, score
     from generator.settings import Settings
 
     model = Settings().model

@@ -1,4 +1,5 @@
-"""Real server processes for the benchmarks (the tests' `ServerProcess`), and their memory."""
+"""Real server processes for the benchmarks (`devtools.processes`, as the tests run them),
+and their memory. Importing it makes the functions importable in the benchmark's process."""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-for path in (ROOT / "tests", ROOT / "functions"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(ROOT / "functions") not in sys.path:
+    sys.path.insert(0, str(ROOT / "functions"))
 
-from support.servers import ServerProcess, free_port  # noqa: E402
+from devtools.processes import ServerProcess, free_port, python_path  # noqa: E402
 
-__all__ = ["ROOT", "ServerProcess", "free_port", "peak_rss_mb"]
+__all__ = ["ROOT", "ServerProcess", "free_port", "peak_rss_mb", "python_path"]
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -38,8 +38,7 @@ def measure_serving(work: Workload, env: dict[str, str]) -> dict[str, Any]:
                 times, by_index = gateway_run(gateway.url, body)
                 sides["gateway"].append((rate(times), times[0] - started, len(times)))
                 added += [at - tap.seen[i] for i, at in by_index.items() if i in tap.seen]
-            assert generator.process is not None
-            rss = peak_rss_mb(generator.process.pid)
+            rss = peak_rss_mb(generator.pid)
     return {
         **{
             side: {

@@ -4,22 +4,24 @@ tap between them that sees when each token line leaves the generator."""
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import threading
 import time
 from typing import Any
 
 import httpx
 from httpx_sse import connect_sse
+from pydantic import ValidationError
 
 from benchkit.servers import free_port
-
-TOKEN_LINE = re.compile(rb'"type":"token","index":(\d+)')
+from streamkit.events import ErrorEvent, Event, TokenEvent, from_ndjson
 
 
 class Tap:
-    """A TCP relay (own thread, own event loop) that timestamps token lines going by."""
+    """A TCP relay (own thread, own event loop) that timestamps token lines going by.
+
+    The generator writes each NDJSON event as one HTTP chunk, so every event is a whole
+    line between the chunked encoding's size lines: the tap reads the lines of the bytes
+    it relays and keeps those that are token events."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
@@ -41,15 +43,15 @@ class Tap:
         async def pump(
             reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tap: bool
         ) -> None:
-            tail = b""
+            partial = b""
             try:
                 while data := await reader.read(65536):
                     if tap:
                         now = time.perf_counter()
-                        window = tail + data
-                        for match in TOKEN_LINE.finditer(window):
-                            self.seen.setdefault(int(match.group(1)), now)
-                        tail = window[-64:]
+                        *lines, partial = (partial + data).split(b"\n")
+                        for line in lines:
+                            if (event := _event(line)) and isinstance(event, TokenEvent):
+                                self.seen.setdefault(event.index, now)
                     writer.write(data)
                     await writer.drain()
             except ConnectionError:
@@ -58,6 +60,16 @@ class Tap:
                 writer.close()
 
         await asyncio.gather(pump(down_r, up_w, False), pump(up_r, down_w, True))
+
+
+def _event(line: bytes) -> Event | None:
+    """The event a relayed line holds; None for HTTP framing and headers."""
+    if not line.startswith(b"{"):
+        return None
+    try:
+        return from_ndjson(line)
+    except ValidationError:
+        return None
 
 
 def direct_run(url: str, body: dict[str, Any]) -> list[float]:
@@ -69,10 +81,10 @@ def direct_run(url: str, body: dict[str, Any]) -> list[float]:
             buffer += chunk
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
-                event = json.loads(line)
-                if event["type"] == "token":
+                event = from_ndjson(line)
+                if isinstance(event, TokenEvent):
                     times.append(time.perf_counter())
-                elif event["type"] == "error":
+                elif isinstance(event, ErrorEvent):
                     raise RuntimeError(event)
     return times
 

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
-from support.scripts import load_script
-from support.servers import ServerProcess, free_port, serving_in_thread
+from devtools.metrics import metric
+from devtools.processes import ServerProcess, free_port, serving_in_thread
+from page_server import make_frontend_server
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -32,14 +32,11 @@ CHROMIUM_ARGS = [
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-page_server = load_script("page_server")
-
-
 @contextmanager
 def serve_frontend(gateway_url: str, port: int | None = None) -> Iterator[str]:
     """The page on its own port (a different origin from the gateway); yields its URL."""
     port = port or free_port()
-    server = page_server.make_frontend_server(
+    server = make_frontend_server(
         "127.0.0.1", port, gateway_url=gateway_url, gateway_port=0, log_line=lambda _: None
     )
     with serving_in_thread(server):
@@ -64,11 +61,7 @@ class Stack:
 
     def decode_steps(self) -> float:
         """`generator_decode_steps_total`: model forward passes so far."""
-        text = httpx.get(self.generator.url + "/metrics", timeout=10).text
-        for line in text.splitlines():
-            if line.startswith("generator_decode_steps_total"):
-                return float(line.split()[-1])
-        raise AssertionError("generator_decode_steps_total missing from /metrics")
+        return metric(self.generator.url, "generator_decode_steps_total")
 
 
 @contextmanager

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from support.servers import FUNCTIONS_DIR, free_port
+from devtools.processes import FUNCTIONS_DIR, free_port
 
 from .conftest import ROOT
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from support.servers import ServerProcess, free_port
+from devtools.processes import ServerProcess, free_port
 
 from .conftest import Stack, gateway_process, serve_frontend, stack_for
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from support.servers import ServerProcess
+from devtools.processes import ServerProcess
 
 from .conftest import ARTIFACTS, ROOT, stack_for
 

@@ -8,14 +8,14 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.processes import ServerProcess
 from gateway.app import create_app as create_gateway
 from gateway.settings import Settings as GatewaySettings
 from generator.app import create_app as create_generator
-from generator.engine import Engine
 from generator.metrics import GeneratorMetrics
+from generator.serving.engine import Engine
 from generator.settings import Settings as GeneratorSettings
 from support.gateway import SECRET, gateway_process
-from support.servers import ServerProcess
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 every one to a `done` with all its tokens, even when it was started with a soft
 open-files limit too low for them (it lifts its own limit).
 
-The upstream is the paced stand-in (`support.paced_upstream`), not the generator: the
+The upstream is the paced stand-in (`devtools.paced_upstream`), not the generator: the
 generator runs at most 64 generations at once. It holds every stream after its first
 token until all of them are open at once, so the test proves the concurrency rather
 than hoping the streams overlap. `make bench BENCH_ARGS="--only capacity"` measures the
@@ -21,14 +21,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.processes import ServerProcess
 from gateway.fdlimit import stream_capacity
 from support.gateway import gateway_process
-from support.servers import FUNCTIONS_DIR, ServerProcess
 from support.sse import check_stream, read_events
 
 STREAMS = 300
 TOKENS = 20
-TESTS_DIR = Path(__file__).resolve().parents[1]
 # Lower than STREAMS needs (two sockets a stream), so only a gateway that lifts its own
 # limit can pass.
 LOW_SOFT_LIMIT = 256
@@ -38,12 +37,11 @@ BOUND_S = 120.0  # generous: "never hangs", not a speed limit
 @pytest.fixture
 def paced_upstream() -> Iterator[ServerProcess]:
     env = {
-        "PYTHONPATH": os.pathsep.join([str(FUNCTIONS_DIR), str(TESTS_DIR)]),
         "PACED_TOKEN_INTERVAL_S": "0.02",
         "PACED_HOLD_FOR_STREAMS": str(STREAMS),
         "PACED_HOLD_TIMEOUT_S": "20",  # below the gateway's TOKEN_TIMEOUT_S (30 s)
     }
-    with ServerProcess("support.paced_upstream:create_app", env) as server:
+    with ServerProcess("devtools.paced_upstream:create_app", env) as server:
         yield server
 
 

@@ -12,8 +12,9 @@ import openai
 import pytest
 from httpx_sse import aconnect_sse
 
-from support.gateway import gateway_process, metric
-from support.servers import ServerProcess
+from devtools.metrics import metric
+from devtools.processes import ServerProcess
+from support.gateway import gateway_process
 from support.sse import Event, check_stream, read_events, token_text
 
 LONG = 1000  # tokens: seconds of work for the tiny model, so a stop is visible

@@ -17,8 +17,8 @@ import openai
 import pytest
 from httpx_sse import aconnect_sse
 
+from devtools.processes import ServerProcess, free_port
 from support.gateway import gateway_process
-from support.servers import ServerProcess, free_port
 from support.sse import Event, check_stream, read_events
 
 BOUND_S = 30.0  # generous: "never hangs", not a speed limit

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from generator.app import create_app
-from generator.engine import Engine
 from generator.metrics import GeneratorMetrics
+from generator.serving.engine import Engine
 from generator.settings import Settings
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-
 import httpx
 import pytest
 
+from devtools.reference import decode_alone
 from generator.app import create_app
-from generator.engine import Engine
+from generator.decode.prompt import encode_prompt
+from generator.decode.sampling import Sampler
 from generator.metrics import GeneratorMetrics
-from generator.model import decode, encode_prompt
-from generator.protocol import GenerateRequest
-from generator.sampling import Sampler
+from generator.serving.engine import Engine
+from generator.serving.protocol import GenerateRequest
 from generator.settings import Settings
 from support.ndjson import parse_ndjson, streamed_text
 
@@ -30,7 +29,7 @@ def reference_ids(engine: Engine, **body) -> list[int]:
     lm = engine.loaded
     prompt_ids = encode_prompt(lm, request.prompt, request.chat, request.max_new_tokens or 128)
     sampler = Sampler(request, lm.device, prompt_ids)
-    return list(decode(lm, prompt_ids, request.max_new_tokens or 128, sampler, threading.Event()))
+    return list(decode_alone(lm, prompt_ids, request.max_new_tokens or 128, sampler))
 
 
 @pytest.mark.parametrize("seed", [1, 7, 42])

@@ -2,32 +2,33 @@
 
 float32 throughout, so a row batched with others must produce the very tokens it
 produces alone (in bfloat16 the padding a batch gives a row may change the last bits,
-see `generator.batch`).
+see `generator.decode.batch`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
-import threading
 from typing import Any
 
 import httpx
 import pytest
 import torch
 
-from generator.batch import DecodeBatch, mergeable
-from generator.engine import Engine, Job
+from devtools.metrics import metric
+from devtools.processes import ServerProcess
+from devtools.reference import decode_alone
+from generator.decode.batch import DecodeBatch, mergeable
+from generator.decode.prompt import encode_prompt, prefill
+from generator.decode.rows import Row
+from generator.decode.sampling import Sampler
 from generator.metrics import GeneratorMetrics
-from generator.model import decode, encode_prompt, load_model, prefill
-from generator.protocol import GenerateRequest, effective_max_new_tokens
-from generator.rows import Row
-from generator.sampling import Sampler
+from generator.serving.engine import Engine, Job
+from generator.serving.protocol import GenerateRequest, effective_max_new_tokens
 from generator.settings import Settings
+from generator.weights.loaded import load
 from support.models import build_tiny
 from support.ndjson import streamed_text
-from support.servers import ServerProcess
 
 Events = list[dict[str, Any]]
 
@@ -60,13 +61,13 @@ BODIES: list[dict[str, Any]] = [
 
 @pytest.fixture(scope="module")
 def real_float32(default_model_dir):
-    return load_model(Settings(model=str(default_model_dir), dtype="float32"))
+    return load(Settings(model=str(default_model_dir), dtype="float32"))
 
 
 def solo_greedy(lm, prompt: str, tokens: int) -> list[int]:
     ids = encode_prompt(lm, prompt, False, tokens)
     sampler = Sampler(GenerateRequest(prompt=prompt, temperature=0), lm.device, ids)
-    return list(decode(lm, ids, tokens, sampler, threading.Event()))
+    return list(decode_alone(lm, ids, tokens, sampler))
 
 
 @pytest.mark.real_model
@@ -149,13 +150,6 @@ async def collect(
     return events
 
 
-def metric(server: ServerProcess, name: str) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} not in metrics"
-    return float(match.group(1))
-
-
 @pytest.fixture(scope="module")
 def solo_runs(batch_server) -> list[Events]:
     """Each body run alone (one after another): what every batched run must reproduce."""
@@ -179,10 +173,10 @@ def assert_same_generation(batched: Events, alone: Events) -> None:
 async def test_concurrent_streams_share_forward_passes_and_match_their_solo_runs(
     batch_server, solo_runs
 ):
-    steps_before = metric(batch_server, "generator_decode_steps_total")
+    steps_before = metric(batch_server.url, "generator_decode_steps_total")
     async with httpx.AsyncClient(base_url=batch_server.url, timeout=120) as http:
         runs = await asyncio.gather(*(collect(http, body) for body in BODIES))
-    steps = metric(batch_server, "generator_decode_steps_total") - steps_before
+    steps = metric(batch_server.url, "generator_decode_steps_total") - steps_before
     for batched, alone in zip(runs, solo_runs, strict=True):
         assert_same_generation(batched, alone)
         assert not any(e["type"] == "status" for e in batched)  # 4 slots: nobody queued
@@ -225,10 +219,10 @@ async def test_cancelling_one_stream_leaves_the_others_complete_and_correct(
     # The row that lost its client left the batch: counted as cancelled, and nothing
     # is computing once the others are done.
     await _eventually(lambda: _outcome(batch_server, "cancelled") == cancelled_before + 1)
-    await _eventually(lambda: metric(batch_server, "generator_active_generations") == 0)
-    settled = metric(batch_server, "generator_decode_steps_total")
+    await _eventually(lambda: metric(batch_server.url, "generator_active_generations") == 0)
+    settled = metric(batch_server.url, "generator_decode_steps_total")
     await asyncio.sleep(0.5)
-    assert metric(batch_server, "generator_decode_steps_total") == settled
+    assert metric(batch_server.url, "generator_decode_steps_total") == settled
 
 
 async def test_stop_strings_end_only_their_own_row(batch_server, solo_runs):
@@ -244,9 +238,10 @@ async def test_stop_strings_end_only_their_own_row(batch_server, solo_runs):
 
 
 def _outcome(server: ServerProcess, outcome: str) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    match = re.search(rf'^generator_requests_total{{outcome="{outcome}"}} (\S+)$', text, re.M)
-    return float(match.group(1)) if match else 0.0
+    try:
+        return metric(server.url, "generator_requests_total", outcome=outcome)
+    except LookupError:  # no request has had this outcome yet
+        return 0.0
 
 
 async def _eventually(check, timeout_s: float = 10.0) -> None:

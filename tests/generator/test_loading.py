@@ -1,5 +1,6 @@
-"""The short loading path (`generator.loading`) builds exactly what `from_pretrained` builds,
-maps stored weights instead of copying them, and steps aside for checkpoints it can't read."""
+"""The short loading path (`generator.weights.checkpoint`) builds exactly what
+`from_pretrained` builds, maps stored weights instead of copying them, and steps aside
+for checkpoints it can't read."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from generator.loading import WEIGHTS_FILE, causal_lm_class, load_causal_lm, load_tokenizer
+from generator.weights.checkpoint import (
+    WEIGHTS_FILE,
+    causal_lm_class,
+    read_causal_lm,
+    read_tokenizer,
+)
 
 TEXTS = (
     "Hello, world",
@@ -56,7 +62,7 @@ def test_short_path_builds_what_from_pretrained_builds(tiny_model_dir: Path, dty
     # The tiny GPT-2 is stored in float32: bfloat16 exercises converting while loading.
     assert causal_lm_class(tiny_model_dir) is not None, "the short path should apply"
     _assert_same_model(
-        load_causal_lm(str(tiny_model_dir), dtype), _reference(tiny_model_dir, dtype)
+        read_causal_lm(str(tiny_model_dir), dtype), _reference(tiny_model_dir, dtype)
     )
 
 
@@ -73,7 +79,7 @@ def test_checkpoint_with_other_names_goes_through_from_pretrained(
     save_file(renamed, directory / WEIGHTS_FILE, metadata={"format": "pt"})
 
     with caplog.at_level(logging.INFO, logger="generator.loading"):
-        model = load_causal_lm(str(directory), torch.float32)
+        model = read_causal_lm(str(directory), torch.float32)
     assert "loading with from_pretrained" in caplog.text
     _assert_same_model(model, _reference(directory, torch.float32))
     original = _reference(tiny_model_dir, torch.float32).state_dict()
@@ -97,7 +103,7 @@ def test_directories_the_short_path_does_not_take(tiny_model_dir: Path, tmp_path
 def test_tokenizer_behaves_like_auto_tokenizer(tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    tokenizer = load_tokenizer(str(tiny_model_dir))
+    tokenizer = read_tokenizer(str(tiny_model_dir))
     reference = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert type(tokenizer).__name__ == "TokenizersBackend"
     for text in TEXTS:
@@ -129,7 +135,7 @@ def test_default_model_weights_are_mapped_not_copied(default_model_dir: Path) ->
     model's parameters are the file's pages: loading allocates almost nothing, where a
     converted copy would be ~270 MB."""
     before = _rss_anon_mb()
-    model = load_causal_lm(str(default_model_dir), torch.bfloat16)
+    model = read_causal_lm(str(default_model_dir), torch.bfloat16)
     with torch.inference_mode():
         model(input_ids=torch.tensor([[1, 2, 3]]))
     grown = _rss_anon_mb() - before
@@ -141,6 +147,6 @@ def test_default_model_weights_are_mapped_not_copied(default_model_dir: Path) ->
 def test_default_model_loads_like_from_pretrained(default_model_dir: Path) -> None:
     assert causal_lm_class(default_model_dir) is not None
     for dtype in (torch.bfloat16, torch.float32):  # float32: upcast from the stored bfloat16
-        model = load_causal_lm(str(default_model_dir), dtype)
+        model = read_causal_lm(str(default_model_dir), dtype)
         _assert_same_model(model, _reference(default_model_dir, dtype))
         del model

@@ -1,18 +1,13 @@
-"""The low-bit layers compute what their weights say (`generator.lowbit`)."""
+"""The low-bit layers (`generator.weights.lowbit`) compute what the weights quantized for them
+(`generator.prepare.quantize`) say."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from generator.lowbit import (
-    GROUP_SIZE,
-    Int4Linear,
-    Int8Linear,
-    cpu_kernels_available,
-    quantize_int4,
-    quantize_int8,
-)
+from generator.prepare.quantize import quantize_int4, quantize_int8
+from generator.weights.lowbit import GROUP_SIZE, Int4Linear, Int8Linear, cpu_kernels_available
 
 pytestmark = pytest.mark.skipif(not cpu_kernels_available(), reason="no low-bit CPU kernels")
 

@@ -1,5 +1,5 @@
 """A model served from its low-bit weight file computes what its weights say
-(`generator.lowbit_model`), and `WEIGHTS` picks that file or the full weights."""
+(`generator.weights.lowbit`), and `WEIGHTS` picks that file or the full weights."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ from typing import Any
 import pytest
 import torch
 
-from generator.lowbit import Int4Linear, Int8Linear, cpu_kernels_available
-from generator.lowbit_model import LOWBIT_FILE, load_lowbit_model, write_lowbit_weights
+from generator.prepare.quantize import write_lowbit_weights
+from generator.weights.lowbit import (
+    LOWBIT_FILE,
+    Int4Linear,
+    Int8Linear,
+    cpu_kernels_available,
+    read_lowbit_model,
+)
 from support.models import build_tiny_llama
 
 pytestmark = pytest.mark.skipif(not cpu_kernels_available(), reason="no low-bit CPU kernels")
@@ -29,7 +35,7 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 def test_every_linear_layer_is_served_low_bit(tiny_llama) -> None:
     directory, _ = tiny_llama
     assert (directory / LOWBIT_FILE).is_file()
-    model = load_lowbit_model(directory)
+    model = read_lowbit_model(directory)
     layers = dict(model.named_modules())
     assert not any(isinstance(m, torch.nn.Linear) for m in layers.values())
     assert isinstance(layers["model.layers.0.mlp.up_proj"], Int4Linear)
@@ -39,7 +45,7 @@ def test_every_linear_layer_is_served_low_bit(tiny_llama) -> None:
 
 def test_low_bit_model_predicts_what_the_full_model_predicts(tiny_llama) -> None:
     directory, full = tiny_llama
-    model = load_lowbit_model(directory)
+    model = read_lowbit_model(directory)
     ids = torch.tensor([list(range(100, 140))])
     with torch.inference_mode():
         expected = full(input_ids=ids).logits.float()
@@ -52,16 +58,16 @@ def test_low_bit_model_predicts_what_the_full_model_predicts(tiny_llama) -> None
 
 
 def test_weights_setting_chooses_what_is_served(tiny_llama, tiny_model_dir: Path) -> None:
-    from generator.model import load_model
     from generator.settings import Settings
+    from generator.weights.loaded import load
     from streamkit.errors import ModelUnavailable
 
     directory, _ = tiny_llama
-    assert load_model(Settings(model=str(directory), weights="lowbit")).weights == "lowbit"
-    full = load_model(Settings(model=str(directory), weights="full", dtype="float32"))
+    assert load(Settings(model=str(directory), weights="lowbit")).weights == "lowbit"
+    full = load(Settings(model=str(directory), weights="full", dtype="float32"))
     assert full.weights == "float32"
     assert isinstance(full.model.get_submodule("lm_head"), torch.nn.Linear)
     # An explicit precision means the full weights, in that precision.
-    assert load_model(Settings(model=str(directory), dtype="float32")).weights == "float32"
+    assert load(Settings(model=str(directory), dtype="float32")).weights == "float32"
     with pytest.raises(ModelUnavailable, match="WEIGHTS=lowbit"):
-        load_model(Settings(model=str(tiny_model_dir), weights="lowbit"))
+        load(Settings(model=str(tiny_model_dir), weights="lowbit"))

@@ -1,4 +1,4 @@
-"""Preparing the default model (`generator.prepare_model`): what marks a conversion complete
+"""Preparing the default model (`generator.prepare.convert`): what marks a conversion complete
 and current, the aligned weight file, and the tokenizer config that spares a parse."""
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from generator.loading import WEIGHTS_FILE, load_tokenizer
-from generator.prepare_model import (
+from generator.prepare.convert import (
     COMPLETE_MARKER,
     DATA_ALIGNMENT,
     DEFAULT_DTYPE,
@@ -23,6 +22,7 @@ from generator.prepare_model import (
     is_prepared,
     record_added_tokens,
 )
+from generator.weights.checkpoint import WEIGHTS_FILE, read_tokenizer
 
 
 def _data_start(path: Path) -> int:
@@ -72,13 +72,13 @@ def test_recorded_added_tokens_load_the_same_tokenizer(
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         if (tiny_model_dir / name).exists():
             shutil.copy(tiny_model_dir / name, directory / name)
-    original = load_tokenizer(str(directory))
+    original = read_tokenizer(str(directory))
 
     record_added_tokens(directory / "tokenizer_config.json", original)
 
     config = json.loads((directory / "tokenizer_config.json").read_text())
     assert len(config["added_tokens_decoder"]) == len(original.added_tokens_decoder)
-    recorded = load_tokenizer(str(directory))
+    recorded = read_tokenizer(str(directory))
     assert recorded.added_tokens_decoder == original.added_tokens_decoder
     assert recorded.all_special_tokens == original.all_special_tokens
     text = "<|im_start|>user\nnaïve 👋<|im_end|><|endoftext|>"

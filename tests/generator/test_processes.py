@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import time
 
 import httpx
 import pytest
 
+from devtools.metrics import metric
+from devtools.processes import ServerProcess
 from support.ndjson import parse_ndjson, streamed_text
-from support.servers import ServerProcess
-
-STEPS = re.compile(r"^generator_decode_steps_total (\S+)$", re.MULTILINE)
 
 
 def decode_steps(server: ServerProcess) -> int:
-    metrics = httpx.get(server.url + "/metrics", timeout=10).text
-    match = STEPS.search(metrics)
-    assert match, metrics
-    return int(float(match.group(1)))
+    return int(metric(server.url, "generator_decode_steps_total"))
 
 
 def stream_lines(client: httpx.Client, body: dict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from generator.textstream import REPLACEMENT_CHAR, IncrementalDecoder, StopMatcher
+from generator.decode.textstream import REPLACEMENT_CHAR, IncrementalDecoder, StopMatcher
 
 MULTIBYTE_TEXT = "Tea 🍵 at 東京, café — naïve 👩‍👩‍👧 façade ✓ Ωmega"
 

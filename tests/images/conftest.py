@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from devtools.processes import free_port
 from support.containers import ROOT, Stack, engine, make
-from support.servers import free_port
 
 TAG = "test"
 IMAGES = {

@@ -25,8 +25,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError
 
+from devtools.processes import serving_in_thread
 from gateway.sigv4 import SigningUnavailable, SigV4, generator_auth
-from support.servers import serving_in_thread
 from support.sigv4_reference import signature
 
 ACCESS_KEY = "AKIDEXAMPLE"

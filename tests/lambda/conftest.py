@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from devtools.processes import ServerProcess
 from support.lambda_events import (
     Invoke,
     LambdaContext,
@@ -25,7 +26,6 @@ from support.lambda_events import (
     decode_response,
     lambda_event,
 )
-from support.servers import ServerProcess
 
 
 def import_handler(module_name: str, env: dict[str, str]) -> Iterator[ModuleType]:

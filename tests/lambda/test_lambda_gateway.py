@@ -13,9 +13,9 @@ import urllib.parse
 import httpx
 import pytest
 
+from devtools.processes import ServerProcess
 from support.lambda_events import SOURCES, Invoke
 from support.ndjson import parse_ndjson, streamed_text
-from support.servers import ServerProcess
 
 pytestmark = pytest.mark.parametrize("source", list(SOURCES))
 

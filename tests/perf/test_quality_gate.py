@@ -1,5 +1,5 @@
 """The quality gate on the real default model: a cheaper precision must still say what
-float32 says (perplexity and top-1 agreement on fixed texts, `generator.quality`).
+float32 says (perplexity and top-1 agreement on fixed texts, `generator.prepare.quality`).
 
 bfloat16 must pass it; naive dynamic int8 must fail it, which shows the gate can tell a
 broken quantization from a sound one. No timings are asserted here.
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from generator.quality import GATE, Scores, compare, int8_dynamic, load_for_gate, score
+from generator.prepare.quality import GATE, Scores, compare, int8_dynamic, load_for_gate, score
 
 pytestmark = pytest.mark.real_model
 
@@ -48,13 +48,12 @@ def test_naive_dynamic_int8_fails_the_gate(reference) -> None:
 
 
 def test_default_lowbit_weights_pass_the_gate(default_model_dir: Path, reference) -> None:
-    from generator.lowbit import Int4Linear, cpu_kernels_available
-    from generator.lowbit_model import load_lowbit_model
+    from generator.weights.lowbit import Int4Linear, cpu_kernels_available, read_lowbit_model
 
     if not cpu_kernels_available():
         pytest.skip("this torch build has no low-bit CPU kernels")
     _, tokenizer, ref_scores = reference
-    model = load_lowbit_model(default_model_dir)
+    model = read_lowbit_model(default_model_dir)
     assert isinstance(model.get_submodule("model.layers.0.self_attn.q_proj"), Int4Linear)
     result = compare(ref_scores, score(model, tokenizer))
     assert result.passes(), result

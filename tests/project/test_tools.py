@@ -18,12 +18,9 @@ from typing import ClassVar
 import httpx
 import pytest
 
-from support.scripts import SCRIPTS, load_script
-from support.servers import free_port, serving_in_thread
-
-install_torch = load_script("install_torch")
-page_server = load_script("page_server")
-wait_ready = load_script("wait_ready")
+import install_torch
+from devtools.processes import SCRIPTS_DIR as SCRIPTS
+from devtools.processes import free_port, serving_in_thread
 
 
 class Answers(http.server.BaseHTTPRequestHandler):

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
-import httpx
-
-from support.servers import ServerProcess
+from devtools.processes import ServerProcess
 
 ORIGIN = "http://localhost:8080"
 SECRET = "test-secret"
@@ -20,11 +16,3 @@ def gateway_process(generator_url: str, **env: str) -> ServerProcess:
         {"GENERATOR_URL": generator_url, "START_SECRET": SECRET, "LOG_LEVEL": "warning", **env},
         ready_path="/healthz",
     )
-
-
-def metric(base_url: str, name: str) -> float:
-    """One unlabelled sample from a Prometheus /metrics page."""
-    text = httpx.get(base_url + "/metrics", timeout=10).text
-    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
-    assert match, f"{name} not in /metrics"
-    return float(match.group(1))

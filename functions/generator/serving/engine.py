@@ -1,7 +1,7 @@
 """The engine: owns the loaded model, admits requests, and streams events for each.
 
 Admitted generations become rows of one batch that a single scheduler thread decodes
-together (`generator.scheduler`), never on the event loop; each row hands its events
+together (`generator.decode.scheduler`), never on the event loop; each row hands its events
 to the request's coroutine through an asyncio queue. When the client goes away the
 coroutine is cancelled; its `finally` sets the row's stop flag, which the scheduler
 checks before every forward pass, and the row's slot is freed the moment it leaves
@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 
-from generator.admission import Admission, Ticket
+from generator.decode.prompt import encode_prompt
+from generator.decode.rows import Job, Row
+from generator.decode.scheduler import Scheduler
 from generator.metrics import GeneratorMetrics
-from generator.model import LoadedModel, encode_prompt, timed_load
-from generator.rows import Job, Row
-from generator.scheduler import Scheduler
+from generator.serving.admission import Admission, Ticket
 from generator.settings import Settings
+from generator.weights.loaded import LoadedModel, load
 from streamkit.errors import ModelUnavailable, ServiceError
 from streamkit.events import TERMINAL, ErrorEvent, Event, StatusEvent
 
@@ -82,7 +84,9 @@ class Engine:
     def _load(self) -> None:
         log.info("loading model", extra={"fields": {"model": self.settings.model}})
         try:
-            lm, seconds = timed_load(self.settings)
+            started = time.perf_counter()
+            lm = load(self.settings)
+            seconds = time.perf_counter() - started
             self._scheduler = Scheduler(lm, self.metrics, self.admission.release)
             self._lm = lm
         except Exception as exc:

@@ -8,7 +8,7 @@ generations that run at once are decoded together — one forward pass per step 
 all of them — instead of each in its own loop fighting for the same cores.
 
 Rows join and leave between steps. Each row's prompt is prefilled alone
-(`generator.model.prefill`, batch 1, exactly as a solo generation), then its KV
+(`generator.decode.prompt.prefill`, batch 1, exactly as a solo generation), then its KV
 cache is merged into the batch's:
 
 - Sequences of different lengths are left-padded to a common length, padding marked 0
@@ -42,7 +42,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from generator.model import LoadedModel
+from generator.weights.loaded import LoadedModel
 
 
 def mergeable(cache: Any, length: int) -> bool:

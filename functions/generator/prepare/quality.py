@@ -11,7 +11,7 @@ few fixed texts embedded here, answer that:
 `GATE` holds the tolerances; `tests/perf/test_quality_gate.py` enforces them for
 bfloat16 and shows that naive dynamic int8 fails them. Nothing on the serving path
 imports this module. Run it by hand:
-`PYTHONPATH=functions .venv/bin/python -m generator.quality --int8-dynamic`.
+`PYTHONPATH=functions .venv/bin/python -m generator.prepare.quality --int8-dynamic`.
 """
 
 from __future__ import annotations
@@ -125,10 +125,10 @@ def compare(reference: Scores, candidate: Scores) -> Comparison:
 def load_for_gate(model: str, precision: str) -> tuple[Any, Any]:
     """The model and tokenizer loaded exactly as the generator loads them, in one
     precision: a dtype name, or `lowbit` (`generator.settings.precision_settings`)."""
-    from generator.model import load_model
     from generator.settings import Settings, precision_settings
+    from generator.weights.loaded import load
 
-    lm = load_model(Settings(model=model, **precision_settings(precision)))  # type: ignore[arg-type]
+    lm = load(Settings(model=model, **precision_settings(precision)))  # type: ignore[arg-type]
     return lm.model, lm.tokenizer
 
 

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from generator.decode.sampling import Sampler
+from generator.decode.textstream import IncrementalDecoder, StopMatcher
 from generator.metrics import GeneratorMetrics
-from generator.model import LoadedModel
-from generator.protocol import GenerateRequest
-from generator.sampling import Sampler
-from generator.textstream import IncrementalDecoder, StopMatcher
+from generator.weights.loaded import LoadedModel
 from streamkit.errors import GenerationFailed
 from streamkit.events import (
     DoneEvent,
@@ -36,6 +35,7 @@ from streamkit.events import (
     TokenEvent,
     Usage,
 )
+from streamkit.generation import GenerationParams
 
 log = logging.getLogger("generator.engine")  # the one log line per generation, as ever
 
@@ -44,7 +44,7 @@ log = logging.getLogger("generator.engine")  # the one log line per generation, 
 class Job:
     """One accepted request, with what the route already worked out."""
 
-    request: GenerateRequest
+    request: GenerationParams
     max_new_tokens: int
     arrived: float = field(default_factory=time.perf_counter)
     prompt_ids: list[int] | None = None

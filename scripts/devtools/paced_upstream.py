@@ -15,7 +15,9 @@ time (only a gateway holding N streams at once can get there) before sending the
 after `PACED_HOLD_TIMEOUT_S` without that, each waiting stream ends with an `error` line.
 
 A pure ASGI app (no framework) so that its own cost per token stays small next to the
-gateway's: `uvicorn --factory support.paced_upstream:create_app` with `tests/` on the path.
+gateway's: `uvicorn --factory devtools.paced_upstream:create_app` with `functions/` and
+`scripts/` on the path (`devtools.processes.ServerProcess` sets it). Its lines are the
+generator's own events (`streamkit.events`).
 """
 
 from __future__ import annotations
@@ -26,15 +28,13 @@ import os
 import time
 from typing import Any
 
+from streamkit.events import DoneEvent, ErrorEvent, Timings, TokenEvent, Usage, to_ndjson
+
 Scope = dict[str, Any]
 Receive = Any
 Send = Any
 
 _TEXT = " word"
-
-
-def _line(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
@@ -48,7 +48,7 @@ async def _read_body(receive: Receive) -> bytes:
     body = b""
     while True:
         message = await receive()
-        body += message.get("body", b"")
+        body += bytes(message.get("body", b""))
         if not message.get("more_body"):
             return body
 
@@ -110,29 +110,28 @@ class PacedUpstream:
             for index in range(count):
                 if index == 1 and self.hold_for_streams and not await self._held():
                     message = f"fewer than {self.hold_for_streams} streams were open at once"
-                    error = {"type": "error", "code": "hold_timeout", "message": message}
-                    await send({"type": "http.response.body", "body": _line(error)})
+                    error = ErrorEvent(code="hold_timeout", message=message)
+                    await send({"type": "http.response.body", "body": to_ndjson(error)})
                     return
                 if index:
                     await asyncio.sleep(self.token_interval_s)
                 if gone.done():
                     return
-                token = {"type": "token", "index": index, "text": _TEXT}
-                await send({"type": "http.response.body", "body": _line(token), "more_body": True})
+                token = to_ndjson(TokenEvent(index=index, text=_TEXT))
+                await send({"type": "http.response.body", "body": token, "more_body": True})
                 first = first or time.perf_counter()
             total = time.perf_counter() - started
-            done = {
-                "type": "done",
-                "finish_reason": "length",
-                "usage": {"prompt_tokens": 1, "completion_tokens": count},
-                "timings": {
-                    "queue_ms": 0.0,
-                    "ttft_ms": round((first - started) * 1e3, 3),
-                    "total_ms": round(total * 1e3, 3),
-                    "tokens_per_s": round(count / total, 3) if total else 0.0,
-                },
-            }
-            await send({"type": "http.response.body", "body": _line(done)})
+            done = DoneEvent(
+                finish_reason="length",
+                usage=Usage(prompt_tokens=1, completion_tokens=count),
+                timings=Timings(
+                    queue_ms=0.0,
+                    ttft_ms=round((first - started) * 1e3, 3),
+                    total_ms=round(total * 1e3, 3),
+                    tokens_per_s=round(count / total, 3) if total else 0.0,
+                ),
+            )
+            await send({"type": "http.response.body", "body": to_ndjson(done)})
         finally:
             gone.cancel()
 

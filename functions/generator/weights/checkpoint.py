@@ -1,4 +1,4 @@
-"""Building the model and tokenizer objects from MODEL, with a short path for plain directories.
+"""Reading a checkpoint into model and tokenizer objects, with a short path for plain directories.
 
 A cold start is mostly spent importing and constructing, so for a local directory in the
 standard layout (one `model.safetensors`, one `*ForCausalLM` architecture, a `tokenizers`
@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-log = logging.getLogger("generator.loading")
+log = logging.getLogger("generator.loading")  # the name its log lines have always carried
 
 WEIGHTS_FILE = "model.safetensors"
 # How transformers names causal-LM heads ("LMHeadModel": GPT-2 and its generation).
@@ -38,7 +38,7 @@ _CAUSAL_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 _PLAIN_TOKENIZER_CLASSES = frozenset({"TokenizersBackend", "PreTrainedTokenizerFast"})
 
 
-def load_tokenizer(model: str) -> Any:
+def read_tokenizer(model: str) -> Any:
     directory = _local_dir(model)
     if directory is not None and (directory / "tokenizer.json").is_file():
         config = _read_json(directory / "tokenizer_config.json")
@@ -51,7 +51,7 @@ def load_tokenizer(model: str) -> Any:
     return AutoTokenizer.from_pretrained(model)
 
 
-def load_causal_lm(model: str, dtype: torch.dtype) -> Any:
+def read_causal_lm(model: str, dtype: torch.dtype) -> Any:
     directory = _local_dir(model)
     model_class = causal_lm_class(directory) if directory is not None else None
     if directory is not None and model_class is not None:

@@ -6,7 +6,7 @@ penalty mean exactly what they mean in `generate()`. Each request owns a
 token history (prompt and sampled so far) for the repetition penalty: a seed
 reproduces the same text whatever else runs. (Exactly so in float32; in bfloat16 or
 low-bit weights the logits' last bits depend on the padding of the batch a request
-shares — see `generator.batch` — so a near-tie can go the other way.)
+shares — see `generator.decode.batch` — so a near-tie can go the other way.)
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from generator.protocol import GenerateRequest
+from streamkit.generation import GenerationParams
 
 
 class Sampler:
-    def __init__(self, request: GenerateRequest, device: str, prompt_ids: list[int]) -> None:
+    def __init__(self, request: GenerationParams, device: str, prompt_ids: list[int]) -> None:
         self.greedy = request.greedy
         self._processors = LogitsProcessorList()
         # Only the repetition penalty reads the tokens so far; without it none are kept.

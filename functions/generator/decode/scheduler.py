@@ -27,7 +27,7 @@ interpreter tears down aborts the process.
 batched step however many rows it serves — so it stops growing when the last
 client goes away.
 
-Models whose KV cache cannot be merged (see `generator.batch.mergeable`) get a
+Models whose KV cache cannot be merged (see `generator.decode.batch.mergeable`) get a
 batch of their own per row: still one thread and one forward pass per row per
 iteration, round robin, just without sharing.
 """
@@ -43,10 +43,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from generator.batch import DecodeBatch, mergeable
+from generator.decode.batch import DecodeBatch, mergeable
+from generator.decode.prompt import prefill
+from generator.decode.rows import Row
 from generator.metrics import GeneratorMetrics
-from generator.model import LoadedModel, prefill
-from generator.rows import Row
+from generator.weights.loaded import LoadedModel
 
 log = logging.getLogger("generator.scheduler")
 
