@@ -44,15 +44,20 @@ def test_generator_image_contents(built_images: dict[str, str]) -> None:
     # and the adapter extension is in place.
     listing = run_python(
         built_images["generator"],
-        "import json, os; print(json.dumps({'model': sorted(os.listdir('/opt/model')),"
+        "import json, os; from importlib.util import find_spec;"
+        " print(json.dumps({'model': sorted(os.listdir('/opt/model')),"
         " 'adapter': os.access('/opt/extensions/lambda-adapter', os.X_OK),"
-        " 'readable': os.access('/opt/model/model.safetensors', os.R_OK)}))",
+        " 'readable': os.access('/opt/model/model.safetensors', os.R_OK),"
+        " 'rooms': sorted(n for n in os.listdir(os.path.dirname(find_spec('generator').origin))"
+        " if not n.startswith('__') and not n.endswith('.py'))}))",
     )
     found = json.loads(listing)
     assert "model.safetensors" in found["model"]
     assert not any(name.endswith(".gguf") for name in found["model"])
     assert found["adapter"]
     assert found["readable"]
+    # What serving runs, and nothing that only prepares the model at build time.
+    assert found["rooms"] == ["decode", "requirements.txt", "serving", "weights"]
 
 
 def test_gateway_image_has_no_torch_or_transformers(
