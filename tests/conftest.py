@@ -10,6 +10,8 @@ import pytest
 from devtools.processes import ServerProcess
 from support.models import build_tiny_gpt2, real_model_dir
 
+pytest_plugins = ["support.browser"]  # the `browser` and `page` fixtures
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamkit.generation import GenerationLimits
 
+# How the gateway authenticates to the generator (`gateway.sigv4` does the signing).
+GeneratorAuthMode = Literal["none", "sigv4"]
+
 
 class Settings(GenerationLimits, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
@@ -20,7 +23,7 @@ class Settings(GenerationLimits, BaseSettings):
     generator_url: str = Field(
         "http://127.0.0.1:8001", description="Base URL of the generator function."
     )
-    generator_auth: Literal["none", "sigv4"] = Field(
+    generator_auth: GeneratorAuthMode = Field(
         "none",
         description="How the gateway authenticates to the generator: `none`, or `sigv4` "
         "(AWS SigV4 for a Function URL with AuthType AWS_IAM; credentials and AWS_REGION "

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Generator
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -36,7 +36,7 @@ from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.exceptions import BotoCoreError
 from botocore.session import Session
 
-GeneratorAuthMode = Literal["none", "sigv4"]
+from gateway.settings import GeneratorAuthMode
 
 SERVICE = "lambda"
 CONTENT_SHA256 = "x-amz-content-sha256"

@@ -146,12 +146,17 @@ async def test_chat_stream_with_usage(gateway):
 
 
 async def test_stop_sequences_pass_through(gateway):
-    r = await gateway.post(
-        "/v1/completions",
-        json={"prompt": PROMPT, "max_tokens": 30, "temperature": 0, "stop": " "},
-    )
+    """A stop string the text is known to reach (the same greedy request without it) ends
+    the completion just before it, with finish_reason "stop"."""
+    body = {"prompt": PROMPT, "max_tokens": 30, "temperature": 0}
+    full = (await gateway.post("/v1/completions", json=body)).json()["choices"][0]["text"]
+    stop = full[8:11]  # three characters well inside the text (random tiny model: byte soup)
+    assert len(stop) == 3
+    r = await gateway.post("/v1/completions", json={**body, "stop": stop})
     assert r.status_code == 200
-    assert " " not in r.json()["choices"][0]["text"]
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    assert choice["text"] == full[: full.index(stop)]
 
 
 async def test_models_health_ready_metrics(gateway):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
+from devtools.metrics import value
 from devtools.reference import decode_alone
 from generator.app import create_app
 from generator.decode.prompt import encode_prompt
@@ -197,18 +200,47 @@ async def test_request_id_is_honoured_or_minted(client):
 
 
 async def test_metrics_count_requests_and_tokens(client):
-    await generate(client, prompt="count me", max_new_tokens=5, temperature=0)
-    text = (await client.get("/metrics")).text
-    for name in (
-        "generator_requests_total",
-        "generator_completion_tokens_total",
-        "generator_decode_steps_total",
-        "generator_time_to_first_token_seconds_bucket",
-        "generator_inter_token_latency_seconds_bucket",
-        "generator_queue_depth",
-        "generator_active_generations",
-    ):
-        assert name in text
+    """Each series moves by exactly what one generation did: one request with its outcome,
+    its prompt and completion tokens, one forward pass per token (it decoded alone: the
+    prefill gives the first token), one time-to-first-token sample and one inter-token
+    sample per further token; nothing left running or queued."""
+    series = {
+        "prompt": ("generator_prompt_tokens_total", {}),
+        "completion": ("generator_completion_tokens_total", {}),
+        "steps": ("generator_decode_steps_total", {}),
+        "ttft": ("generator_time_to_first_token_seconds_count", {}),
+        "gaps": ("generator_inter_token_latency_seconds_count", {}),
+    }
+
+    async def read(name: str, **labels: str) -> float:
+        text = (await client.get("/metrics")).text
+        try:
+            return value(text, name, **labels)
+        except LookupError:  # a labelled series appears with its first sample
+            return 0.0
+
+    for reason in ("length", "eos", "stop"):
+        series[reason] = ("generator_requests_total", {"outcome": reason})
+    before = {key: await read(name, **labels) for key, (name, labels) in series.items()}
+    events = await generate(client, prompt="count me", max_new_tokens=5, temperature=0)
+    done = events[-1]
+    # The request is counted as its row leaves the batch, just after its done event.
+    for _ in range(100):
+        after = {key: await read(name, **labels) for key, (name, labels) in series.items()}
+        if after[done["finish_reason"]] != before[done["finish_reason"]]:
+            break
+        await asyncio.sleep(0.05)
+    for reason in ("length", "eos", "stop"):
+        assert after[reason] - before[reason] == (reason == done["finish_reason"])
+    tokens = done["usage"]["completion_tokens"]
+    assert 1 <= tokens <= 5
+    assert after["prompt"] - before["prompt"] == done["usage"]["prompt_tokens"]
+    assert after["completion"] - before["completion"] == tokens
+    assert after["steps"] - before["steps"] == tokens
+    assert after["ttft"] - before["ttft"] == 1
+    assert after["gaps"] - before["gaps"] == tokens - 1
+    assert await read("generator_active_generations") == 0
+    assert await read("generator_queue_depth") == 0
 
 
 async def test_readiness_is_503_until_the_model_is_loaded(tiny_settings):

@@ -27,7 +27,7 @@ from generator.serving.engine import Engine, Job
 from generator.serving.protocol import GenerateRequest, effective_max_new_tokens
 from generator.settings import Settings
 from generator.weights.loaded import load
-from support.models import build_tiny
+from support.models import TINY_DECODER, build_tiny
 from support.ndjson import streamed_text
 
 Events = list[dict[str, Any]]
@@ -326,13 +326,9 @@ def sliding_window_engine(tmp_path_factory) -> Engine:
     target = build_tiny(
         tmp_path_factory.mktemp("tiny-sliding-window"),
         "Mistral",
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
         sliding_window=16,
         max_position_embeddings=1024,
+        **TINY_DECODER,
     )
     settings = Settings(model=str(target), dtype="float32", max_concurrency=3)
     engine = Engine(settings, GeneratorMetrics())

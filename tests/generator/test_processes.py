@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import time
 
 import httpx
@@ -24,19 +23,27 @@ def stream_lines(client: httpx.Client, body: dict):
         assert response.status_code == 200, response.read()
         for line in response.iter_lines():
             if line:
-                yield time.perf_counter(), json.loads(line)
+                yield time.perf_counter(), parse_ndjson(line)[0]
 
 
 def test_tiny_model_streams_token_lines_one_by_one(tiny_generator_server):
+    """Each token line reaches the client as it is generated, not the body at the end: the
+    first token arrives early in the request's lifetime, and the lines come in many
+    separate reads. (Proportions of the request's own duration, not a wall-clock bound.)"""
+    body = {"prompt": "Hi", "max_new_tokens": 64, "temperature": 0.8, "seed": 1}
     with httpx.Client(base_url=tiny_generator_server.url, timeout=60) as client:
-        arrivals = list(
-            stream_lines(
-                client, {"prompt": "Hi", "max_new_tokens": 64, "temperature": 0.8, "seed": 1}
-            )
-        )
+        sent = time.perf_counter()
+        arrivals = list(stream_lines(client, body))
     events = [event for _, event in arrivals]
     assert events[-1]["type"] == "done"
-    assert sum(e["type"] == "token" for e in events) > 3
+    token_times = [at for at, event in arrivals if event["type"] == "token"]
+    assert len(token_times) > 3
+    total = arrivals[-1][0] - sent
+    # A buffered body would deliver the first token together with `done`.
+    assert token_times[0] - sent < total / 2, (token_times[0] - sent, total)
+    # Lines that arrived together (one network read) share a timestamp to the microsecond.
+    separate_reads = len({round(at, 4) for at in token_times})
+    assert separate_reads > len(token_times) / 4, (separate_reads, len(token_times))
 
 
 # A prompt whose sampled continuation runs long: these tests need a generation that is

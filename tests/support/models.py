@@ -51,18 +51,21 @@ def build_tiny_gpt2(target: Path, *, seed: int = 0, layers: int = 2, context: in
     )
 
 
+# The sizes of a tiny Llama-family decoder (Llama, Mistral, Qwen2...): widths that are whole
+# 4-bit blocks, grouped-query attention with one key/value head.
+TINY_DECODER: dict[str, int] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+}
+
+
 def build_tiny_llama(target: Path, *, seed: int = 0) -> Path:
     """A randomly initialised 2-layer Llama (the default model's architecture, with
     widths that are whole 4-bit blocks) with the SmolLM2 tokenizer, saved into `target`."""
     return build_tiny(
-        target,
-        "Llama",
-        seed=seed,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-    )
+        target, "Llama", seed=seed, max_position_embeddings=512, tie_word_embeddings=True,
+        **TINY_DECODER,
+    )  # fmt: skip

@@ -325,29 +325,6 @@ async def test_mode_none_sends_no_signature(verifier: str) -> None:
 # ---- the factory: signing only when asked, and failing clearly when it cannot ----
 
 
-@pytest.fixture
-def no_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    """No credentials anywhere botocore looks, and no instance-metadata lookups."""
-    for name in (
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_SECURITY_TOKEN",
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_ROLE_ARN",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
 @pytest.mark.usefixtures("no_aws_environment")
 def test_sigv4_reads_the_lambda_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # What Lambda puts in every execution environment.

@@ -19,13 +19,11 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from devtools.processes import FUNCTIONS_DIR, free_port
-
-from .conftest import ROOT
+from devtools.processes import FUNCTIONS_DIR, SCRIPTS_DIR, free_port
 
 pytestmark = pytest.mark.browser
 
-SCRIPT = ROOT / "scripts" / "local_up.py"
+SCRIPT = SCRIPTS_DIR / "local_up.py"
 READY_TIMEOUT_S = 180
 
 

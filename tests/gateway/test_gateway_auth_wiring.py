@@ -97,22 +97,10 @@ async def test_sigv4_signs_every_generator_call(monkeypatch: pytest.MonkeyPatch)
         assert headers["x-amz-security-token"] == "session-token"
 
 
+@pytest.mark.usefixtures("no_aws_environment")
 def test_sigv4_without_credentials_stops_the_gateway_at_start(
-    monkeypatch: pytest.MonkeyPatch, tmp_path
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in (
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     monkeypatch.setenv("GENERATOR_AUTH", "sigv4")
     with pytest.raises(SigningUnavailable, match="no AWS credentials"):
