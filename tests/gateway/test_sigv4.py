@@ -27,6 +27,7 @@ from botocore.exceptions import BotoCoreError
 
 from devtools.processes import serving_in_thread
 from gateway.sigv4 import SigningUnavailable, SigV4, generator_auth
+from streamkit.events import TokenEvent, to_ndjson
 from support.sigv4_reference import signature
 
 ACCESS_KEY = "AKIDEXAMPLE"
@@ -229,7 +230,7 @@ class _Verifier(BaseHTTPRequestHandler):
             self.send_header("content-type", "application/x-ndjson")
             self.end_headers()
             for index in range(3):
-                self.wfile.write(json.dumps({"type": "token", "index": index}).encode() + b"\n")
+                self.wfile.write(to_ndjson(TokenEvent(index=index, text="x")))
                 self.wfile.flush()
         else:
             self.send_response(403)
