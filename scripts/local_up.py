@@ -32,9 +32,8 @@ import time
 from dataclasses import dataclass
 from typing import IO
 
-from devtools.processes import STOP_GRACE_S, GroupProcess, python_path, uvicorn_argv
+from devtools.processes import STOP_GRACE_S, GroupProcess, probe, python_path, uvicorn_argv
 from page_server import FRONTEND_DIR, FrontendServer, make_frontend_server
-from wait_ready import probe
 
 WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
 

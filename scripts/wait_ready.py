@@ -2,7 +2,7 @@
 """Wait until each named URL answers 200, saying every few seconds what it waits for.
 
 `make docker-up` runs it after `compose up -d`, which returns before the services answer
-(podman-compose does not wait for health checks at all); `make local-up` uses `probe`.
+(podman-compose does not wait for health checks at all).
 
     python3 scripts/wait_ready.py [--timeout S] NAME=URL...
 
@@ -17,31 +17,11 @@ import argparse
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
-from typing import Any
+
+from devtools.processes import probe
 
 NOTE_EVERY_S = 5.0
 POLL_S = 0.25
-
-
-def probe(url: str) -> tuple[int, dict[str, Any]]:
-    """GET a readiness URL → (status, JSON body or {}); (0, {}) when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, _json(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, _json(err.read())
-    except (OSError, ValueError):
-        return 0, {}
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def wait_ready(name: str, url: str, timeout_s: float) -> bool:

@@ -15,6 +15,7 @@ Standard library only: `make local-up` runs it before anything else works.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -29,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from socketserver import BaseServer
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS_DIR = ROOT / "functions"
@@ -158,7 +159,7 @@ class ServerProcess(GroupProcess):
         while time.monotonic() < deadline:
             if self.exit_code() is not None:
                 raise RuntimeError(f"{self.factory} exited early:\n{self.logs()}")
-            if answers_200(self.url + self.ready_path):
+            if probe(self.url + self.ready_path)[0] == 200:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{self.factory} not ready in {self.ready_timeout_s}s:\n{self.logs()}")
@@ -178,9 +179,20 @@ class ServerProcess(GroupProcess):
         self.stop()
 
 
-def answers_200(url: str) -> bool:
+def probe(url: str) -> tuple[int, dict[str, Any]]:
+    """GET a readiness URL → (status, JSON body or {}); (0, {}) when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+            return response.status, _json(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, _json(err.read())
+    except (OSError, ValueError):
+        return 0, {}
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
