@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.fdlimit import ensure_open_files_headroom
 from gateway.metrics import GatewayMetrics
-from gateway.openai_api import openai_error_response, openai_router
+from gateway.openai_api import IGNORED_FIELDS_HEADER, openai_error_response, openai_router
 from gateway.protocol import StartResponse
 from gateway.relay import Relay, only_error
 from gateway.settings import Settings
@@ -63,7 +63,7 @@ def create_app(
         allow_origins=settings.origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["*"],
-        expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+        expose_headers=[REQUEST_ID_HEADER, "Retry-After", IGNORED_FIELDS_HEADER],
         max_age=600,
     )
     install_error_handlers(app, _render_error)
@@ -90,6 +90,16 @@ def create_app(
             params = parse_params(signer.verify(query["id"]))
         else:
             params = parse_params(query, strict=False)
+        return await stream(params, request)
+
+    @app.post("/generate", response_model=None)
+    async def generate_posted(params: GenerationParams, request: Request) -> Response:
+        """The same stream, its parameters in a JSON body: a conversation of any length,
+        which neither a start id nor a query string could carry. (A browser reads it with
+        `fetch`; `EventSource` only sends GET.)"""
+        return await stream(params, request)
+
+    async def stream(params: GenerationParams, request: Request) -> Response:
         check_limits(params, settings)
         try:
             events = await relay.open(params, request.state.request_id, "generate")

@@ -9,6 +9,7 @@ stream, as a `data: {"error": ...}` chunk followed by `data: [DONE]`.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -21,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette import ServerSentEvent
 
 from gateway.errors import UpstreamUnavailable
-from gateway.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
+from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.relay import Relay
 from gateway.sse import SEPARATOR, dumps, event_stream
 from streamkit.errors import ServiceError
@@ -29,6 +30,23 @@ from streamkit.events import DoneEvent, ErrorEvent, Event, TokenEvent
 
 FINISH_REASONS = {"length": "length", "stop": "stop", "eos": "stop"}
 DEFAULT_MODEL_ID = "default"
+# Names the request fields this gateway accepted but does not use.
+IGNORED_FIELDS_HEADER = "X-Ignored-Fields"
+_MAX_LOGGED_FIELDS = 256  # client-chosen names: remembered up to a bound, and shortened
+_logged_fields: set[str] = set()
+
+log = logging.getLogger("gateway.openai")
+
+
+def ignored_fields_header(names: list[str]) -> dict[str, str]:
+    """The response header listing `names`; each name is logged the first time it is seen
+    (the name only, never a value)."""
+    names = [name[:64] for name in names]
+    new = [name for name in names if name not in _logged_fields]
+    if new and len(_logged_fields) < _MAX_LOGGED_FIELDS:
+        _logged_fields.update(new)
+        log.info("ignoring request fields it does not use", extra={"fields": {"ignored": new}})
+    return {IGNORED_FIELDS_HEADER: ", ".join(names)} if names else {}
 
 
 def openai_error_response(error: ServiceError) -> JSONResponse:
@@ -105,61 +123,55 @@ def openai_router(relay: Relay) -> APIRouter:
 
     async def run(
         request: Request,
-        params: GenerationParams,
+        body: CompletionRequest | ChatCompletionRequest,
         shape: _Shape,
-        stream: bool,
-        include_usage: bool,
         endpoint: str,
     ) -> Response:
+        params = body.to_params()
+        headers = ignored_fields_header(body.ignored_fields())
         request_id = request.state.request_id
         try:
             events = await relay.open(params, request_id, endpoint)
         except ServiceError as error:
-            return openai_error_response(error)
-        if stream:
-            return event_stream(_chunks(events, shape, include_usage), relay.settings)
-        return await _collect(request, events, shape)
+            response: Response = openai_error_response(error)
+        else:
+            if body.stream:
+                chunks = _chunks(events, shape, body.include_usage)
+                return event_stream(chunks, relay.settings, headers)
+            response = await _collect(request, events, shape)
+        response.headers.update(headers)
+        return response
 
     @router.post("/completions")
     async def completions(body: CompletionRequest, request: Request) -> Response:
         """OpenAI text completion: the prompt continued as plain text."""
         shape = _Shape(chat=False, model=body.model or DEFAULT_MODEL_ID)
-        return await run(
-            request, body.to_params(), shape, body.stream, body.include_usage, "completions"
-        )
+        return await run(request, body, shape, "completions")
 
     @router.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        """OpenAI chat completion: one user turn (after an optional system message)."""
+        """OpenAI chat completion: the next assistant turn of a conversation."""
         shape = _Shape(chat=True, model=body.model or DEFAULT_MODEL_ID)
-        return await run(
-            request, body.to_params(), shape, body.stream, body.include_usage, "chat_completions"
-        )
+        return await run(request, body, shape, "chat_completions")
 
     @router.get("/models")
     async def models() -> Response:
-        """The generator's one model, named after its directory or hub id."""
-        ready, info = await relay.client.readiness()
-        model = info.get("model")
-        if not isinstance(model, str):
-            return openai_error_response(
-                UpstreamUnavailable("generator is not reachable; model unknown")
-            )
-        name = PurePath(model).name if model.startswith(("/", ".")) else model
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": [
-                    {
-                        "id": name,
-                        "object": "model",
-                        "created": 0,
-                        "owned_by": "generator",
-                        "ready": ready,
-                    },
-                ],
-            }
-        )
+        """The one model the generator serves, by its name: MODEL_NAME when the gateway has
+        it (no call to the generator, which may be asleep), else the generator's answer."""
+        card: dict[str, Any] = {"object": "model", "created": 0, "owned_by": "generator"}
+        if relay.settings.model_name:
+            card["id"] = relay.settings.model_name
+        else:
+            ready, info = await relay.client.readiness()
+            name, model = info.get("model_name"), info.get("model")
+            if not isinstance(model, str):
+                return openai_error_response(
+                    UpstreamUnavailable("generator is not reachable; model unknown")
+                )
+            if not isinstance(name, str):  # an older generator: its directory or hub id
+                name = PurePath(model).name if model.startswith(("/", ".")) else model
+            card.update(id=name, ready=ready)
+        return JSONResponse({"object": "list", "data": [card]})
 
     return router
 

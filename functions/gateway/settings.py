@@ -23,6 +23,11 @@ class Settings(GenerationLimits, BaseSettings):
     generator_url: str = Field(
         "http://127.0.0.1:8001", description="Base URL of the generator function."
     )
+    model_name: str | None = Field(
+        None,
+        description="The served model's name for `/v1/models`; set, that endpoint answers "
+        "without calling the generator (which may be asleep). Unset: the generator's.",
+    )
     generator_auth: GeneratorAuthMode = Field(
         "none",
         description="How the gateway authenticates to the generator: `none`, or `sigv4` "

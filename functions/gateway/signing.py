@@ -76,10 +76,11 @@ class StartIdSigner:
         payload = _b64encode(zlib.compress(body.encode(), 9))
         start_id = f"{VERSION}.{payload}.{self._sign(payload)}"
         if len(start_id) > MAX_ID_CHARS:
+            field = "messages" if "messages" in params else "prompt"
             raise InvalidRequest(
-                "prompt",
+                field,
                 f"too long to fit a start id ({len(start_id)} > {MAX_ID_CHARS} characters); "
-                "send it to POST /v1/completions instead",
+                "send the same body to POST /generate instead",
             )
         return start_id
 

@@ -50,13 +50,15 @@ async def sse_events(events: AsyncIterator[Event]) -> AsyncIterator[ServerSentEv
 
 
 def event_stream(
-    content: AsyncIterator[ServerSentEvent], settings: Settings
+    content: AsyncIterator[ServerSentEvent],
+    settings: Settings,
+    headers: dict[str, str] | None = None,
 ) -> EventSourceResponse:
     """An SSE response with comment pings, a bounded send, and no proxy buffering.
     The response ends right after the terminal event."""
     return EventSourceResponse(
         content,
-        headers=STREAM_HEADERS,
+        headers={**STREAM_HEADERS, **(headers or {})},
         ping=settings.ping_interval_s,
         ping_message_factory=lambda: ServerSentEvent(comment="ping", sep=SEPARATOR),
         sep=SEPARATOR,

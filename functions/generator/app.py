@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     settings = settings or Settings()
     engine = engine or Engine(settings, GeneratorMetrics())
     configure_logging(settings.log_level)
+    model_name = settings.served_name  # read once: /readyz is polled
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -92,9 +93,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def readyz() -> JSONResponse:
         """200 once the model is loaded; 503 while loading or after a failed load."""
         if engine.ready:
-            return JSONResponse({"status": "ready", "model": settings.model})
+            return JSONResponse(
+                {"status": "ready", "model": settings.model, "model_name": model_name}
+            )
         error = engine.load_error
-        body: dict[str, Any] = {"status": "failed" if error else "loading", "model": settings.model}
+        body: dict[str, Any] = {
+            "status": "failed" if error else "loading",
+            "model": settings.model,
+            "model_name": model_name,
+        }
         if error:
             body["error"] = error.payload()
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})

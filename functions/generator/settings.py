@@ -6,6 +6,7 @@ without touching code; the README lists each with its default.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,11 @@ class Settings(GenerationLimits, BaseSettings):
         default_factory=lambda: str(default_model_dir()),
         description="Hugging Face model id or local directory of a causal LM "
         "(default: the converted SmolLM2-135M-Instruct from `make model`).",
+    )
+    model_name: str | None = Field(
+        None,
+        description="The model's name as reported (`/readyz`, the gateway's `/v1/models`); "
+        "unset: the name `make model` recorded, else the directory's name or the hub id.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the model runs; `auto` picks CUDA when present."
@@ -73,6 +79,21 @@ class Settings(GenerationLimits, BaseSettings):
         128, ge=1, description="`max_new_tokens` when a request leaves it out."
     )
     log_level: str = Field("info", description="Python log level of the generator process.")
+
+    @property
+    def served_name(self) -> str:
+        """What to call the served model: MODEL_NAME, else the name `make model` wrote
+        into the directory's marker, else the directory's name (or the hub id)."""
+        if self.model_name:
+            return self.model_name
+        directory = Path(self.model).expanduser()
+        try:
+            recorded = json.loads((directory / "prepared.json").read_text()).get("name")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if isinstance(recorded, str) and recorded:
+            return recorded
+        return directory.name if directory.is_dir() else self.model
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> Settings:

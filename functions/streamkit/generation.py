@@ -7,7 +7,7 @@ generator checks again because it is callable on its own. Both use this model an
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -18,15 +18,34 @@ MAX_STOP_CHARS = 64
 MAX_SEED = 2**63 - 1
 
 StopString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
+Role = Literal["system", "user", "assistant"]
+
+
+class Message(BaseModel):
+    """One turn of a conversation, as text."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Role
+    content: str
 
 
 class GenerationParams(BaseModel):
     """One generation's parameters. Strict: `"5"` is not an int; unknown fields are errors
-    (query strings are validated with `strict=False`, so `?max_new_tokens=5` works)."""
+    (query strings are validated with `strict=False`, so `?max_new_tokens=5` works).
+    Exactly one of `prompt` (a text) and `messages` (a conversation) is given."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    prompt: str = Field(min_length=1, description="Text to continue (or the user turn when chat).")
+    prompt: str | None = Field(
+        None, min_length=1, description="Text to continue (or the user turn when chat)."
+    )
+    messages: list[Message] | None = Field(
+        None,
+        min_length=1,
+        description="A conversation, rendered with the model's chat template; the answer is "
+        "the next assistant turn. Instead of `prompt`.",
+    )
     max_new_tokens: int | None = Field(
         None, ge=1, description="Tokens to generate at most; default and cap come from settings."
     )
@@ -34,13 +53,27 @@ class GenerationParams(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     top_k: int = Field(0, ge=0, le=1000, description="Sample among the k likeliest; 0 = off.")
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="1.0 = off.")
+    frequency_penalty: float = Field(
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        description="Subtracted from a token's logit once per time it was generated (OpenAI's).",
+    )
+    presence_penalty: float = Field(
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        description="Subtracted from a token's logit once it was generated at all (OpenAI's).",
+    )
     stop: list[StopString] = Field(
         default_factory=list,
         max_length=MAX_STOP_SEQUENCES,
         description="Strings that end generation; they are not emitted.",
     )
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Makes sampling reproducible.")
-    chat: bool = Field(False, description="Wrap the prompt in the model's chat template.")
+    chat: bool = Field(
+        False, description="Wrap `prompt` in the model's chat template (as one user turn)."
+    )
 
     @property
     def greedy(self) -> bool:
@@ -68,23 +101,56 @@ def require_text(text: str, field: str) -> None:
 
 class GenerationLimits(BaseModel):
     """The operator-tuned bounds, a base of both functions' `Settings` (environment
-    variables MAX_PROMPT_CHARS, MAX_NEW_TOKENS_LIMIT), so the two always agree."""
+    variables MAX_PROMPT_CHARS, MAX_MESSAGES, MAX_NEW_TOKENS_LIMIT), so the two always
+    agree. The model's context is the last bound, checked where the prompt is tokenized."""
 
     max_prompt_chars: int = Field(
-        16_000, ge=1, description="Longest accepted prompt, in characters."
+        64_000,
+        ge=1,
+        description="Longest accepted prompt, or a conversation's text in all, in characters "
+        "(the default leaves the default model's 8192-token context as the real bound).",
     )
+    max_messages: int = Field(256, ge=1, description="Most turns a conversation may have.")
     max_new_tokens_limit: int = Field(1024, ge=1, description="Largest accepted `max_new_tokens`.")
 
 
 def check_limits(params: GenerationParams, limits: GenerationLimits) -> None:
-    """Check the bounds an operator tunes; raise `InvalidRequest` naming the field."""
-    require_text(params.prompt, "prompt")
-    if len(params.prompt) > limits.max_prompt_chars:
-        raise InvalidRequest(
-            "prompt", f"is {len(params.prompt)} characters; at most {limits.max_prompt_chars}"
-        )
+    """Check the bounds an operator tunes and the shape of a conversation; raise
+    `InvalidRequest` naming the field."""
+    if params.messages is not None:
+        if params.prompt is not None:
+            raise InvalidRequest("messages", "give either prompt or messages, not both")
+        check_conversation(params.messages, limits)
+    elif params.prompt is None:
+        raise InvalidRequest("prompt", "required: the text to continue (or give messages)")
+    else:
+        require_text(params.prompt, "prompt")
+        if len(params.prompt) > limits.max_prompt_chars:
+            raise InvalidRequest(
+                "prompt", f"is {len(params.prompt)} characters; at most {limits.max_prompt_chars}"
+            )
     if params.max_new_tokens is not None and params.max_new_tokens > limits.max_new_tokens_limit:
         raise InvalidRequest(
             "max_new_tokens",
             f"must be at most {limits.max_new_tokens_limit}, got {params.max_new_tokens}",
+        )
+
+
+def check_conversation(messages: list[Message], limits: GenerationLimits) -> None:
+    """A conversation the chat templates render as meant: a system turn only first, at
+    least one user turn, no empty turn, and within the operator's bounds."""
+    if len(messages) > limits.max_messages:
+        raise InvalidRequest(
+            "messages", f"has {len(messages)} turns; at most {limits.max_messages}"
+        )
+    for index, message in enumerate(messages):
+        if message.role == "system" and index > 0:
+            raise InvalidRequest(f"messages.{index}.role", "a system message may only come first")
+        require_text(message.content, f"messages.{index}.content")
+    if not any(message.role == "user" for message in messages):
+        raise InvalidRequest("messages", "needs at least one user message")
+    chars = sum(len(message.content) for message in messages)
+    if chars > limits.max_prompt_chars:
+        raise InvalidRequest(
+            "messages", f"holds {chars} characters in all; at most {limits.max_prompt_chars}"
         )

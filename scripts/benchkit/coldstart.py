@@ -35,7 +35,7 @@ from generator.weights.loaded import load
 from streamkit.generation import GenerationParams
 lm = load(Settings())
 request = GenerationParams(prompt=sys.argv[1], max_new_tokens=1, temperature=0)
-ids = encode_prompt(lm, request.prompt, False, 1)
+ids = encode_prompt(lm, request, 1)
 next(iter(decode_alone(lm, ids, 1, Sampler(request, lm.device, ids))))
 print("first-token", flush=True)
 """

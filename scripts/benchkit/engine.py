@@ -28,7 +28,7 @@ def measure_engine(dtype: str, work: Workload) -> dict[str, Any]:
     lm = load(Settings(**precision_settings(dtype)))  # type: ignore[arg-type]
     lm = dataclasses.replace(lm, eos_ids=frozenset())
     request = GenerationParams(**work.body())
-    prompt_ids = encode_prompt(lm, work.prompt, False, work.max_new_tokens)
+    prompt_ids = encode_prompt(lm, request, work.max_new_tokens)
 
     def run() -> tuple[float, float, list[int]]:
         sampler = Sampler(request, lm.device, prompt_ids)

@@ -26,7 +26,7 @@ QUERY_CASES = [
     ({"prompt": "hi", "chat": "perhaps"}, "chat"),
     ({"prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"prompt": "hi", "max_tokens": "3"}, "max_tokens"),
-    ({"prompt": "x" * 16_001}, "prompt"),
+    ({"prompt": "x" * (Settings().max_prompt_chars + 1)}, "prompt"),
     ({"id": "v1.abc.def"}, "id"),
     ({"id": "nonsense"}, "id"),
     ({"id": "v1.abc.def", "prompt": "hi"}, "id"),
@@ -88,8 +88,10 @@ COMPLETION_CASES = [
     ({"prompt": "hi", "logprobs": 2}, "logprobs"),
     ({"prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"prompt": "hi", "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
-    ({"prompt": "hi", "frequency_penalty": 0.5}, "frequency_penalty"),
-    ({"prompt": "hi", "bogus": 1}, "bogus"),
+    ({"prompt": "hi", "frequency_penalty": 2.5}, "frequency_penalty"),
+    ({"prompt": "hi", "presence_penalty": "high"}, "presence_penalty"),
+    ({"prompt": "hi", "user": 5}, "user"),
+    ({"prompt": "hi", "response_format": {"type": "json_object"}}, "response_format.type"),
 ]
 
 
@@ -108,16 +110,27 @@ CHAT_CASES = [
     (_chat([]), "messages"),
     (_chat([{"role": "user"}]), "messages.0.content"),
     (_chat([{"role": "robot", "content": "hi"}]), "messages.0.role"),
+    (_chat([{"role": "tool", "content": "42"}]), "messages.0.role"),
+    (_chat([*USER, {"role": "system", "content": "late"}]), "messages.1.role"),
+    (_chat([{"role": "user", "content": "  "}]), "messages.0.content"),
+    (_chat([{"role": "system", "content": "be brief"}]), "messages"),
     (
-        _chat([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]),
-        "messages",
-    ),
-    (_chat([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]), "messages"),
-    (_chat([{"role": "user", "content": "  "}]), "messages"),
+        _chat([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+        "messages.0.content.0.type",
+    ),  # fmt: skip
+    (_chat([{"role": "user", "content": [{"type": "text"}]}]), "messages.0.content.0.text"),
+    (
+        _chat([{"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}, *USER]),
+        "messages.0.tool_calls",
+    ),  # fmt: skip
     (_chat(USER, max_tokens=-1), "max_tokens"),
     (_chat(USER, top_p=2), "top_p"),
     (_chat(USER, seed="1"), "seed"),
-    (_chat(USER, tools=[]), "tools"),
+    (_chat(USER, tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
+    (_chat(USER, tool_choice="auto"), "tool_choice"),
+    (_chat(USER, logprobs=True), "logprobs"),
+    (_chat(USER, top_logprobs=2), "top_logprobs"),
+    (_chat(USER, n=3), "n"),
 ]
 
 

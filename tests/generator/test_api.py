@@ -30,7 +30,7 @@ def reference_ids(engine: Engine, **body) -> list[int]:
     """The token ids the same request yields from the model loop, without streaming."""
     request = GenerateRequest(**body)
     lm = engine.loaded
-    prompt_ids = encode_prompt(lm, request.prompt, request.chat, request.max_new_tokens or 128)
+    prompt_ids = encode_prompt(lm, request, request.max_new_tokens or 128)
     sampler = Sampler(request, lm.device, prompt_ids)
     return list(decode_alone(lm, prompt_ids, request.max_new_tokens or 128, sampler))
 
@@ -117,7 +117,7 @@ BAD_BODIES = [
     ({"prompt": ""}, "prompt"),
     ({"prompt": "   "}, "prompt"),
     ({"prompt": 5}, "prompt"),
-    ({"prompt": "x" * 16_001}, "prompt"),
+    ({"prompt": "x" * (Settings().max_prompt_chars + 1)}, "prompt"),
     ({"prompt": "hi", "max_new_tokens": 0}, "max_new_tokens"),
     ({"prompt": "hi", "max_new_tokens": -3}, "max_new_tokens"),
     ({"prompt": "hi", "max_new_tokens": 10**9}, "max_new_tokens"),

@@ -65,7 +65,7 @@ def real_float32(default_model_dir):
 
 
 def solo_greedy(lm, prompt: str, tokens: int) -> list[int]:
-    ids = encode_prompt(lm, prompt, False, tokens)
+    ids = encode_prompt(lm, GenerateRequest(prompt=prompt), tokens)
     sampler = Sampler(GenerateRequest(prompt=prompt, temperature=0), lm.device, ids)
     return list(decode_alone(lm, ids, tokens, sampler))
 
@@ -91,7 +91,7 @@ def test_rows_joining_and_leaving_decode_exactly_as_alone(real_float32):
     while len(finished) < len(plan):
         for i, (prompt, joins_at, _) in enumerate(plan):
             if joins_at == step:
-                ids = encode_prompt(lm, prompt, False, 64)
+                ids = encode_prompt(lm, GenerateRequest(prompt=prompt), 64)
                 logits, cache = prefill(lm, ids)
                 assert mergeable(cache, len(ids))
                 batch.add(cache, len(ids))

@@ -13,24 +13,45 @@ import torch
 
 from generator.weights.loaded import LoadedModel
 from streamkit.errors import InvalidRequest
+from streamkit.generation import GenerationParams, Message
+
+# How turns are written for a model without a chat template (GPT-2 and other base
+# models): "Role: text" paragraphs, ending with the assistant's cue.
+PLAIN_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 
-def encode_prompt(lm: LoadedModel, prompt: str, chat: bool, max_new_tokens: int) -> list[int]:
-    """Prompt → token ids, applying the chat template when asked; checks the context fits."""
+def render_plain(messages: list[Message]) -> str:
+    turns = [f"{PLAIN_ROLES[message.role]}: {message.content}" for message in messages]
+    return "\n\n".join([*turns, f"{PLAIN_ROLES['assistant']}:"])
+
+
+def encode_prompt(lm: LoadedModel, request: GenerationParams, max_new_tokens: int) -> list[int]:
+    """The request's text → token ids; checks the context fits.
+
+    A conversation (`messages`), or a `prompt` with `chat`, is rendered with the model's
+    own chat template, ending with the cue for the assistant's answer; a model without a
+    template gets `render_plain`. A plain `prompt` is tokenized as it is."""
     tokenizer = lm.tokenizer
-    if chat:
-        if not tokenizer.chat_template:
-            raise InvalidRequest("chat", "this model has no chat template; send chat=false")
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
+    field = "max_new_tokens"
+    if request.messages is not None or request.chat:
+        if request.messages is not None:
+            messages, field = request.messages, "messages"
+        else:
+            messages = [Message(role="user", content=request.prompt or "")]
+        if tokenizer.chat_template:
+            turns = [message.model_dump() for message in messages]
+            text = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+        else:
+            text = render_plain(messages)
+        # The template writes the special tokens itself.
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     else:
-        ids = tokenizer(prompt)["input_ids"]
+        ids = tokenizer(request.prompt)["input_ids"]
     if len(ids) + max_new_tokens > lm.context_length:
+        what = "the conversation" if field == "messages" else "prompt"
         raise InvalidRequest(
-            "max_new_tokens",
-            f"prompt ({len(ids)} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
+            field,
+            f"{what} ({len(ids)} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
             f"model's context of {lm.context_length} tokens",
         )
     return [int(i) for i in ids]

