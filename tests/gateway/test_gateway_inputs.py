@@ -117,12 +117,12 @@ CHAT_CASES = [
     (
         _chat([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
         "messages.0.content.0.type",
-    ),  # fmt: skip
+    ),
     (_chat([{"role": "user", "content": [{"type": "text"}]}]), "messages.0.content.0.text"),
     (
         _chat([{"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}, *USER]),
         "messages.0.tool_calls",
-    ),  # fmt: skip
+    ),
     (_chat(USER, max_tokens=-1), "max_tokens"),
     (_chat(USER, top_p=2), "top_p"),
     (_chat(USER, seed="1"), "seed"),
