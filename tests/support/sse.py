@@ -21,8 +21,10 @@ class Event:
     data: dict[str, Any]
 
 
-async def read_events(client: httpx.AsyncClient, url: str, **kwargs: Any) -> list[Event]:
-    async with aconnect_sse(client, "GET", url, **kwargs) as source:
+async def read_events(
+    client: httpx.AsyncClient, url: str, *, method: str = "GET", **kwargs: Any
+) -> list[Event]:
+    async with aconnect_sse(client, method, url, **kwargs) as source:
         source.response.raise_for_status()
         return [
             Event(
