@@ -14,6 +14,10 @@ stream sends its first token, then waits until N generations are open here at th
 time (only a gateway holding N streams at once can get there) before sending the rest;
 after `PACED_HOLD_TIMEOUT_S` without that, each waiting stream ends with an `error` line.
 
+`PACED_SCRIPT=text` makes every answer that text instead, a few characters a token and
+at most `max_new_tokens` tokens: an answer the page's tests know in advance (Markdown,
+raw HTML a model might write), which no random model would produce.
+
 A pure ASGI app (no framework) so that its own cost per token stays small next to the
 gateway's: `uvicorn --factory devtools.paced_upstream:create_app` with `functions/` and
 `scripts/` on the path (`devtools.processes.ServerProcess` sets it). Its lines are the
@@ -53,11 +57,21 @@ async def _read_body(receive: Receive) -> bytes:
             return body
 
 
+_SCRIPT_PIECE_CHARS = 4
+
+
 class PacedUpstream:
     def __init__(
-        self, token_interval_s: float, hold_for_streams: int = 0, hold_timeout_s: float = 60.0
+        self,
+        token_interval_s: float,
+        hold_for_streams: int = 0,
+        hold_timeout_s: float = 60.0,
+        script: str = "",
     ) -> None:
         self.token_interval_s = token_interval_s
+        self.script = [
+            script[i : i + _SCRIPT_PIECE_CHARS] for i in range(0, len(script), _SCRIPT_PIECE_CHARS)
+        ]
         self.hold_for_streams = hold_for_streams
         self.hold_timeout_s = hold_timeout_s
         self.open_streams = 0
@@ -100,6 +114,8 @@ class PacedUpstream:
         started = time.perf_counter()
         request = json.loads(await _read_body(receive))
         count = int(request.get("max_new_tokens", 16))
+        if self.script:
+            count = min(count, len(self.script))
         headers = [(b"content-type", b"application/x-ndjson")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         # The gateway closing its request (its client went away) ends the stream here too,
@@ -117,7 +133,8 @@ class PacedUpstream:
                     await asyncio.sleep(self.token_interval_s)
                 if gone.done():
                     return
-                token = to_ndjson(TokenEvent(index=index, text=_TEXT))
+                text = self.script[index] if self.script else _TEXT
+                token = to_ndjson(TokenEvent(index=index, text=text))
                 await send({"type": "http.response.body", "body": token, "more_body": True})
                 first = first or time.perf_counter()
             total = time.perf_counter() - started
@@ -142,4 +159,5 @@ def create_app() -> PacedUpstream:
         token_interval_s=float(os.environ.get("PACED_TOKEN_INTERVAL_S", "0.1")),
         hold_for_streams=int(os.environ.get("PACED_HOLD_FOR_STREAMS", "0")),
         hold_timeout_s=float(os.environ.get("PACED_HOLD_TIMEOUT_S", "60")),
+        script=os.environ.get("PACED_SCRIPT", ""),
     )

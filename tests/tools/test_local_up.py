@@ -130,7 +130,9 @@ def test_local_up_serves_the_page_and_sigint_stops_everything(
     page = browser.new_page()
     try:
         page.goto(url)
+        page.click("#settings summary")
         page.fill("#max-tokens", "8")
+        page.fill("#prompt", "Hello")
         page.click("#start")
         expect(page.locator("#status")).to_have_attribute("data-state", "done", timeout=60_000)
     finally:
