@@ -25,8 +25,9 @@ def default_model_dir() -> Path:
     return real_model_dir()
 
 
-@pytest.fixture
-def tiny_generator_server(tiny_model_dir: Path) -> Iterator[ServerProcess]:
-    """A real generator process (uvicorn) serving the tiny GPT-2 on a free port."""
+@pytest.fixture(scope="module")
+def tiny_generator(tiny_model_dir: Path) -> Iterator[ServerProcess]:
+    """A real generator process (uvicorn) serving the tiny GPT-2 on a free port, one for
+    the module (its engine is reused between tests)."""
     with ServerProcess("generator.app:create_app", {"MODEL": str(tiny_model_dir)}) as server:
         yield server

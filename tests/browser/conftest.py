@@ -65,13 +65,6 @@ def stack_for(generator: ServerProcess) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def tiny_generator(tiny_model_dir: Path) -> Iterator[ServerProcess]:
-    """One tiny-GPT-2 generator for the module (the engine is reused between tests)."""
-    with ServerProcess("generator.app:create_app", {"MODEL": str(tiny_model_dir)}) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def tiny_stack(tiny_generator: ServerProcess) -> Iterator[Stack]:
     with stack_for(tiny_generator) as stack:
         yield stack

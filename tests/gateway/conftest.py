@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from devtools.processes import ServerProcess
 from gateway.app import create_app as create_gateway
 from gateway.settings import Settings as GatewaySettings
 from generator.app import create_app as create_generator
 from generator.metrics import GeneratorMetrics
 from generator.serving.engine import Engine
 from generator.settings import Settings as GeneratorSettings
-from support.gateway import SECRET, gateway_process
+from support.gateway import SECRET
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +79,6 @@ async def make_gateway(upstream) -> AsyncIterator[GatewayFactory]:
 @pytest.fixture
 async def gateway(make_gateway) -> httpx.AsyncClient:
     return make_gateway()
-
-
-@pytest.fixture
-def gateway_server(tiny_generator_server) -> Iterator[ServerProcess]:
-    with gateway_process(tiny_generator_server.url) as server:
-        yield server
 
 
 @pytest.fixture

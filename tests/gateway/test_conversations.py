@@ -40,14 +40,8 @@ UNKNOWN = {
 
 
 @pytest.fixture(scope="module")
-def generator(tiny_model_dir: Path) -> Iterator[ServerProcess]:
-    with ServerProcess("generator.app:create_app", {"MODEL": str(tiny_model_dir)}) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gateway(generator: ServerProcess) -> Iterator[ServerProcess]:
-    with gateway_process(generator.url, LOG_LEVEL="info") as server:
+def gateway(tiny_generator: ServerProcess) -> Iterator[ServerProcess]:
+    with gateway_process(tiny_generator.url, LOG_LEVEL="info") as server:
         yield server
 
 

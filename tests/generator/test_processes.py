@@ -26,12 +26,12 @@ def stream_lines(client: httpx.Client, body: dict):
                 yield time.perf_counter(), parse_ndjson(line)[0]
 
 
-def test_tiny_model_streams_token_lines_one_by_one(tiny_generator_server):
+def test_tiny_model_streams_token_lines_one_by_one(tiny_generator):
     """Each token line reaches the client as it is generated, not the body at the end: the
     first token arrives early in the request's lifetime, and the lines come in many
     separate reads. (Proportions of the request's own duration, not a wall-clock bound.)"""
     body = {"prompt": "Hi", "max_new_tokens": 64, "temperature": 0.8, "seed": 1}
-    with httpx.Client(base_url=tiny_generator_server.url, timeout=60) as client:
+    with httpx.Client(base_url=tiny_generator.url, timeout=60) as client:
         sent = time.perf_counter()
         arrivals = list(stream_lines(client, body))
     events = [event for _, event in arrivals]
