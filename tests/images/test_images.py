@@ -144,6 +144,9 @@ def test_stack_health_cors_and_page(stack: Stack, cold_stream: dict[str, Any]) -
     page = httpx.get(stack.page_url + "/", timeout=30)
     assert page.status_code == 200
     assert "config.js" in page.text
+    # The image's model is listed by its name, not by its directory (/opt/model).
+    models = httpx.get(stack.gateway_url + "/v1/models", timeout=30).json()
+    assert [m["id"] for m in models["data"]] == ["SmolLM2-135M-Instruct"]
     bad = httpx.get(stack.gateway_url + "/generate", params={"prompt": ""}, timeout=30)
     assert bad.status_code == 422
     assert bad.json()["error"]["field"] == "prompt"
