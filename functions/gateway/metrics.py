@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import asyncio
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 # The gateway's own work per token is parse + encode + hand to the socket: microseconds.
 ADDED_LATENCY_BUCKETS = (
@@ -24,6 +26,9 @@ ADDED_LATENCY_BUCKETS = (
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_open_fds, process_resident_memory_bytes...: what leak checks and load
+        # tests read (Linux; an empty collector elsewhere).
+        ProcessCollector(registry=self.registry)
         self.active_streams = Gauge(
             "gateway_active_streams", "Streams being relayed now.", registry=self.registry
         )
@@ -43,9 +48,23 @@ class GatewayMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.event_loop_tasks = Gauge(
+            "gateway_event_loop_tasks",
+            "asyncio tasks alive on the event loop (read at scrape time): back to its idle "
+            "value once streams end, or something leaked.",
+            registry=self.registry,
+        )
+        self.event_loop_tasks.set_function(_running_tasks)
         self.added_latency = Histogram(
             "gateway_added_latency_seconds",
             "Per token: generator line received → event handed to the client's connection.",
             buckets=ADDED_LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+
+def _running_tasks() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # scraped off the event loop's thread (not the HTTP route)
+        return float("nan")
