@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.fdlimit import ensure_open_files_headroom
@@ -26,8 +26,9 @@ from gateway.sse import event_stream, sse_events
 from gateway.upstream import GeneratorClient
 from streamkit.errors import InvalidRequest, ServiceError, error_response, install_error_handlers
 from streamkit.generation import GenerationParams, check_limits, parse_params
-from streamkit.http import query_params
-from streamkit.logs import configure_logging
+from streamkit.http import BodyLimit, query_params
+from streamkit.logs import AccessLog, configure_logging
+from streamkit.openapi import READINESS, errors, query_parameters, streamed, with_limits
 from streamkit.requestid import HEADER as REQUEST_ID_HEADER
 from streamkit.requestid import RequestIdMiddleware
 
@@ -37,6 +38,15 @@ def _render_error(request: Request, error: ServiceError) -> Response:
     if request.url.path.startswith("/v1/"):
         return openai_error_response(error)
     return error_response(error)
+
+
+SSE_STREAM = "Server-Sent Events: `status`…, `token`…, then one `done` or `error`."
+# The parameters themselves, or `id` from POST /start alone: one or the other.
+QUERY = [
+    {**parameter, "required": False} for parameter in query_parameters()
+] + [{"name": "id", "in": "query", "required": False,
+      "description": "A start id from POST /start, instead of the parameters.",
+      "schema": {"type": "string"}}]  # fmt: skip
 
 
 def create_app(
@@ -56,7 +66,11 @@ def create_app(
         await client.aclose()
 
     app = FastAPI(title="gateway", version="0.1.0", lifespan=lifespan)
+    app.openapi = with_limits(app, settings)  # type: ignore[method-assign]
     app.state.relay = relay
+    # Outermost last: CORS, then the request id, the access log, the body cap.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, render=_render_error)
+    app.add_middleware(AccessLog)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(
         CORSMiddleware,
@@ -68,14 +82,19 @@ def create_app(
     )
     install_error_handlers(app, _render_error)
 
-    @app.post("/start", response_model=StartResponse)
+    @app.post("/start", response_model=StartResponse, responses=errors(413, 422))
     async def start(params: GenerationParams) -> StartResponse:
         """Validate the parameters and sign them into a stateless, expiring id."""
         check_limits(params, settings)
         start_id = signer.issue(params.model_dump(exclude_defaults=True))
         return StartResponse(id=start_id, stream_url=f"/generate?id={start_id}")
 
-    @app.get("/generate", response_model=None)
+    @app.get(
+        "/generate",
+        response_model=None,
+        responses={**streamed("text/event-stream", SSE_STREAM), **errors(410, 422)},
+        openapi_extra={"parameters": QUERY},
+    )
     async def generate(request: Request) -> Response:
         """The generation as Server-Sent Events: `token`…, then one `done` or `error`.
         `?id=` from `POST /start`, or the parameters themselves in the query."""
@@ -92,7 +111,11 @@ def create_app(
             params = parse_params(query, strict=False)
         return await stream(params, request)
 
-    @app.post("/generate", response_model=None)
+    @app.post(
+        "/generate",
+        response_model=None,
+        responses={**streamed("text/event-stream", SSE_STREAM), **errors(413, 422)},
+    )
     async def generate_posted(params: GenerationParams, request: Request) -> Response:
         """The same stream, its parameters in a JSON body: a conversation of any length,
         which neither a start id nor a query string could carry. (A browser reads it with
@@ -102,14 +125,14 @@ def create_app(
     async def stream(params: GenerationParams, request: Request) -> Response:
         check_limits(params, settings)
         try:
-            events = await relay.open(params, request.state.request_id, "generate")
+            relayed = await relay.open(params, request.state.request_id, "generate")
         except ServiceError as error:
-            # The gateway's own checks passed; whatever the generator says now (down,
-            # overloaded, timing out, or a refusal only it can make, such as a prompt that
-            # overflows the model's context) is a 200 stream with one `error` event, which
-            # EventSource can read (it cannot read the body of a non-200 answer).
+            # The gateway's own checks passed; whatever comes now (this gateway full, the
+            # generator down, overloaded, timing out, or a refusal only it can make, such
+            # as a prompt that overflows the model's context) is a 200 stream with one
+            # `error` event, which EventSource can read (not the body of a non-200 answer).
             return event_stream(sse_events(only_error(error)), settings)
-        return event_stream(sse_events(events), settings)
+        return event_stream(sse_events(relayed.events()), settings, on_close=relayed.close)
 
     app.include_router(openai_router(relay))
 
@@ -118,7 +141,7 @@ def create_app(
         """The gateway process is alive."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=READINESS)
     async def readyz() -> JSONResponse:
         """200 when the generator answers its own /readyz with 200; 503 otherwise."""
         ready, info = await client.readiness()
@@ -127,7 +150,7 @@ def create_app(
             body, status_code=200 if ready else 503, headers={} if ready else {"Retry-After": "1"}
         )
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

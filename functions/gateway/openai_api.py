@@ -12,21 +12,24 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from pathlib import PurePath
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from sse_starlette import ServerSentEvent
 
+from gateway.auth import require_api_key
 from gateway.errors import UpstreamUnavailable
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.relay import Relay
 from gateway.sse import SEPARATOR, dumps, event_stream
 from streamkit.errors import ServiceError
 from streamkit.events import DoneEvent, ErrorEvent, Event, TokenEvent
+from streamkit.openapi import errors
 
 FINISH_REASONS = {"length": "length", "stop": "stop", "eos": "stop"}
 DEFAULT_MODEL_ID = "default"
@@ -118,8 +121,32 @@ def _usage(done: DoneEvent) -> dict[str, int]:
     }
 
 
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str = Field(description="`invalid_request_error` (4xx) or `server_error`.")
+    code: str
+    param: str | None = Field(description="The request field at fault, dotted.")
+
+
+class OpenAIErrorBody(BaseModel):
+    error: OpenAIErrorDetail
+
+
+COMPLETION = {
+    200: {
+        "description": "The completion: one JSON object, or with `stream` true a stream of "
+        "`data:` chunks ending with `data: [DONE]`.",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    },
+    **errors(400, 401, 413, 500, 502, 503, 504, body=OpenAIErrorBody),
+}
+
+
 def openai_router(relay: Relay) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key(relay.settings.keys))])
 
     async def run(
         request: Request,
@@ -131,30 +158,35 @@ def openai_router(relay: Relay) -> APIRouter:
         headers = ignored_fields_header(body.ignored_fields())
         request_id = request.state.request_id
         try:
-            events = await relay.open(params, request_id, endpoint)
+            relayed = await relay.open(params, request_id, endpoint)
         except ServiceError as error:
             response: Response = openai_error_response(error)
         else:
             if body.stream:
-                chunks = _chunks(events, shape, body.include_usage)
-                return event_stream(chunks, relay.settings, headers)
-            response = await _collect(request, events, shape)
+                chunks = _chunks(relayed.events(), shape, body.include_usage)
+                return event_stream(chunks, relay.settings, headers, on_close=relayed.close)
+            events = relayed.events()
+            try:
+                response = await _collect(request, events, shape)
+            finally:
+                await events.aclose()  # its accounting now, not when collected
+                await relayed.close()
         response.headers.update(headers)
         return response
 
-    @router.post("/completions")
+    @router.post("/completions", responses=COMPLETION)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         """OpenAI text completion: the prompt continued as plain text."""
         shape = _Shape(chat=False, model=body.model or DEFAULT_MODEL_ID)
         return await run(request, body, shape, "completions")
 
-    @router.post("/chat/completions")
+    @router.post("/chat/completions", responses=COMPLETION)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         """OpenAI chat completion: the next assistant turn of a conversation."""
         shape = _Shape(chat=True, model=body.model or DEFAULT_MODEL_ID)
         return await run(request, body, shape, "chat_completions")
 
-    @router.get("/models")
+    @router.get("/models", responses=errors(401, 503, body=OpenAIErrorBody))
     async def models() -> Response:
         """The one model the generator serves, by its name: MODEL_NAME when the gateway has
         it (no call to the generator, which may be asleep), else the generator's answer."""
@@ -176,9 +208,7 @@ def openai_router(relay: Relay) -> APIRouter:
     return router
 
 
-async def _collect(
-    request: Request, events: AsyncGenerator[Event, None], shape: _Shape
-) -> Response:
+async def _collect(request: Request, events: AsyncIterator[Event], shape: _Shape) -> Response:
     """Non-streamed: wait for the end and answer in one piece (or with the HTTP error).
     A client that hangs up meanwhile cancels the wait, which closes the upstream stream."""
     parts: list[str] = []
@@ -209,7 +239,6 @@ async def _collect(
 
         tasks.start_soon(consume_then_stop)
         tasks.start_soon(stop_on_disconnect)
-    await events.aclose()
     return answer or Response(status_code=499)
 
 

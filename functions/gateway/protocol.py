@@ -157,7 +157,6 @@ class ChatCompletionRequest(_OpenAIBase):
     function_call: Literal["none"] | None = None
 
     def to_params(self) -> GenerationParams:
-        system: list[str] = []
         turns: list[dict[str, str]] = []
         for index, message in enumerate(self.messages):
             field = f"messages.{index}"
@@ -171,16 +170,10 @@ class ChatCompletionRequest(_OpenAIBase):
                 raise InvalidRequest(f"{field}.tool_calls", "tool calls are not supported")
             text = _text(message.content, f"{field}.content")
             require_text(text, f"{field}.content")
-            if role != "system":
-                turns.append({"role": role, "content": text})
-            elif turns:
-                raise InvalidRequest(
-                    f"{field}.role", "system and developer messages may only come first"
-                )
+            if role == "system" and turns and all(t["role"] == "system" for t in turns):
+                turns[0]["content"] += "\n\n" + text  # leading system messages: one turn
             else:
-                system.append(text)
-        if system:  # the leading system and developer messages are the one system turn
-            turns.insert(0, {"role": "system", "content": "\n\n".join(system)})
+                turns.append({"role": role, "content": text})
         return self._params(
             {"messages": turns}, max_new_tokens=self.max_completion_tokens or self.max_tokens
         )

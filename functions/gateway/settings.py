@@ -44,6 +44,20 @@ class Settings(GenerationLimits, BaseSettings):
         description="HMAC key that signs `POST /start` ids. Unset: a random key per process "
         "(ids then only work on the instance that issued them), with a warning.",
     )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="API keys for `/v1/*`, comma-separated (several: rotate without a gap); "
+        "each request then needs `Authorization: Bearer <key>`. Unset: open.",
+    )
+    max_streams: int = Field(
+        1000,
+        ge=1,
+        description="Streams this gateway instance holds at once; past it: 503 + Retry-After "
+        "(an `error` event with `retry_after_s` on the SSE routes).",
+    )
+    retry_after_s: int = Field(
+        2, ge=1, description="Retry-After sent when this gateway is at MAX_STREAMS."
+    )
     start_ttl_s: int = Field(300, ge=1, description="How long a start id stays valid, seconds.")
     ping_interval_s: float = Field(
         15.0, ge=0, description="Seconds between `: ping` comments on idle streams; 0 = off."
@@ -75,3 +89,9 @@ class Settings(GenerationLimits, BaseSettings):
     @property
     def origins(self) -> list[str]:
         return [origin.strip() for origin in self.allowed_origins.split(",") if origin.strip()]
+
+    @property
+    def keys(self) -> list[str]:
+        """The API keys, each stripped; empty when API_KEYS is unset."""
+        raw = self.api_keys.get_secret_value() if self.api_keys else ""
+        return [key.strip() for key in raw.split(",") if key.strip()]

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import secrets
 import time
 import zlib
@@ -71,7 +72,8 @@ class StartIdSigner:
 
     def issue(self, params: dict[str, Any], *, now: float | None = None) -> str:
         """A signed id for `params`, valid for `ttl_s` seconds from `now`."""
-        expires = int((now if now is not None else time.time()) + self.ttl_s)
+        # Rounded up: the id lives at least `ttl_s` seconds, never a fraction less.
+        expires = math.ceil((now if now is not None else time.time()) + self.ttl_s)
         body = json.dumps({"exp": expires, "params": params}, separators=(",", ":"))
         payload = _b64encode(zlib.compress(body.encode(), 9))
         start_id = f"{VERSION}.{payload}.{self._sign(payload)}"
@@ -88,7 +90,12 @@ class StartIdSigner:
         """The parameters inside a genuine, unexpired id; `InvalidRequest`/`StartIdExpired`
         otherwise. The signature is checked before anything in the payload is trusted."""
         parts = start_id.split(".")
-        if len(start_id) > MAX_ID_CHARS or len(parts) != 3 or parts[0] != VERSION:
+        if (
+            len(start_id) > MAX_ID_CHARS
+            or not start_id.isascii()  # an id is base64url: anything else is not one
+            or len(parts) != 3
+            or parts[0] != VERSION
+        ):
             raise _invalid("malformed")
         _, payload, signature = parts
         if not hmac.compare_digest(signature, self._sign(payload)):

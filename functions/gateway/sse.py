@@ -19,10 +19,11 @@ instead of starting the generation again.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
 from gateway.settings import Settings
 from streamkit.events import Event, sse_fields
@@ -49,18 +50,39 @@ async def sse_events(events: AsyncIterator[Event]) -> AsyncIterator[ServerSentEv
         yield to_sse(event)
 
 
+class _ClosingEventSource(EventSourceResponse):
+    """Runs `on_close` when the response ends, however it ends (done, client gone)."""
+
+    def __init__(self, *args: Any, on_close: Callable[[], Awaitable[None]], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._on_close()
+
+
+async def _nothing() -> None:
+    return None
+
+
 def event_stream(
     content: AsyncIterator[ServerSentEvent],
     settings: Settings,
     headers: dict[str, str] | None = None,
+    on_close: Callable[[], Awaitable[None]] = _nothing,
 ) -> EventSourceResponse:
-    """An SSE response with comment pings, a bounded send, and no proxy buffering.
-    The response ends right after the terminal event."""
-    return EventSourceResponse(
+    """An SSE response with comment pings, a bounded send, and no proxy buffering; it ends
+    right after the terminal event, and then `on_close` runs (a relayed stream's
+    `close`, so its upstream connection closes even if `content` never started)."""
+    return _ClosingEventSource(
         content,
         headers={**STREAM_HEADERS, **(headers or {})},
         ping=settings.ping_interval_s,
         ping_message_factory=lambda: ServerSentEvent(comment="ping", sep=SEPARATOR),
         sep=SEPARATOR,
         send_timeout=settings.send_timeout_s,
+        on_close=on_close,
     )

@@ -15,12 +15,16 @@ from generator.metrics import GeneratorMetrics
 from generator.serving.engine import Engine, Job
 from generator.serving.protocol import GenerateRequest, effective_max_new_tokens
 from generator.settings import Settings
-from streamkit.errors import install_error_handlers
+from streamkit.errors import install_error_handlers, render_error
 from streamkit.events import ErrorEvent, TokenEvent, to_ndjson
 from streamkit.generation import parse_params
-from streamkit.http import STREAM_HEADERS, query_params
-from streamkit.logs import configure_logging
+from streamkit.http import STREAM_HEADERS, BodyLimit, query_params
+from streamkit.logs import AccessLog, configure_logging
+from streamkit.openapi import READINESS, errors, query_parameters, streamed, with_limits
 from streamkit.requestid import RequestIdMiddleware
+
+NDJSON_STREAM = "One JSON event a line: `status`…, `token`…, then one `done` or `error`."
+PLAIN_STREAM = "The generated text as it comes; a failure ends it with an `[error] …` line."
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -36,7 +40,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         yield
 
     app = FastAPI(title="generator", version="0.1.0", lifespan=lifespan)
+    app.openapi = with_limits(app, settings)  # type: ignore[method-assign]
     app.state.engine = engine
+    # Outermost last: the request id, then the access log, then the body cap.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, render=render_error)
+    app.add_middleware(AccessLog)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
 
@@ -55,7 +63,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             raise
         return job, ticket
 
-    @app.post("/v1/generate", response_class=StreamingResponse)
+    @app.post(
+        "/v1/generate",
+        response_class=StreamingResponse,
+        responses={**streamed("application/x-ndjson", NDJSON_STREAM), **errors(413, 422, 503)},
+    )
     async def generate(request: GenerateRequest) -> StreamingResponse:
         """Stream NDJSON events: optional `status`, `token`…, then one `done` or `error`."""
         job, ticket = await accept(request)
@@ -66,7 +78,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
         return StreamingResponse(lines(), media_type="application/x-ndjson", headers=STREAM_HEADERS)
 
-    @app.get("/", response_class=PlainTextResponse)
+    @app.get(
+        "/",
+        response_class=PlainTextResponse,
+        responses={**streamed("text/plain", PLAIN_STREAM), **errors(422, 503)},
+        openapi_extra={"parameters": query_parameters(required=("prompt",))},
+    )
     async def generate_plain(http_request: Request) -> StreamingResponse:
         """The original design's endpoint: `GET /?prompt=...`, the text streamed as it comes.
         A failure after the first byte is written as a final `[error] ...` line."""
@@ -89,7 +106,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         """The process is alive (the model may still be loading)."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=READINESS)
     async def readyz() -> JSONResponse:
         """200 once the model is loaded; 503 while loading or after a failed load."""
         if engine.ready:
@@ -106,7 +123,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             body["error"] = error.payload()
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

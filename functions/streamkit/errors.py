@@ -7,7 +7,7 @@ event. Both shapes come from `ServiceError.payload()`, so they never drift apart
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
@@ -90,12 +90,31 @@ class GenerationFailed(ServiceError):
 
 
 class HTTPError(ServiceError):
-    """A refusal by the HTTP layer itself (an unknown path, a method not allowed)."""
+    """A refusal by the HTTP layer itself (an unknown path, a method not allowed), with
+    its headers (a 405's `Allow`, which RFC 9110 requires)."""
 
-    def __init__(self, status_code: int, message: str) -> None:
+    def __init__(
+        self, status_code: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.code = "not_found" if status_code == 404 else "http_error"
+        self._headers = dict(headers or {})
+
+    def headers(self) -> dict[str, str]:
+        return self._headers
+
+
+class PayloadTooLarge(ServiceError):
+    """The request body is over the operator's limit: refused before it is parsed."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"body: the request body is larger than {limit} bytes (MAX_BODY_BYTES)", field="body"
+        )
 
 
 class RelayedError(ServiceError):
@@ -143,7 +162,8 @@ def describe_validation_error(errors: Sequence[Any]) -> InvalidRequest:
 Renderer = Callable[[Request, ServiceError], Response]
 
 
-def _default_render(_: Request, error: ServiceError) -> Response:
+def render_error(_: Request, error: ServiceError) -> Response:
+    """The default renderer: the project's own envelope (`error_response`)."""
     return error_response(error)
 
 
@@ -151,7 +171,7 @@ def install_error_handlers(app: FastAPI, render: Renderer | None = None) -> None
     """Route every error through one renderer (default `error_response`): no HTML pages,
     no tracebacks. `render` lets an app pick the body shape per request (the gateway
     answers its OpenAI-compatible routes in OpenAI's error envelope)."""
-    draw = render or _default_render
+    draw = render or render_error
 
     async def on_service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)
@@ -163,7 +183,7 @@ def install_error_handlers(app: FastAPI, render: Renderer | None = None) -> None
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return draw(request, HTTPError(exc.status_code, str(exc.detail)))
+        return draw(request, HTTPError(exc.status_code, str(exc.detail), exc.headers))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         return draw(request, ServiceError("internal error"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic.json_schema import JsonDict
 
 from streamkit.errors import InvalidRequest, describe_validation_error
 
@@ -19,6 +20,9 @@ MAX_SEED = 2**63 - 1
 
 StopString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
 Role = Literal["system", "user", "assistant"]
+# Text that holds something besides whitespace (`require_text` says so in words; the
+# schemas say it as a pattern, so clients and fuzzers know it too).
+NOT_BLANK: JsonDict = {"pattern": r"\S"}
 
 
 class Message(BaseModel):
@@ -27,7 +31,23 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     role: Role
-    content: str
+    content: str = Field(json_schema_extra=NOT_BLANK)
+
+
+def _one_of_the_two(schema: JsonDict) -> None:
+    """In the schema: exactly one of `prompt` and `messages`, neither of them null."""
+    schema["oneOf"] = [{"required": ["prompt"]}, {"required": ["messages"]}]
+    properties = schema["properties"]
+    assert isinstance(properties, dict)
+    for name in ("prompt", "messages"):
+        field = properties[name]
+        assert isinstance(field, dict)
+        branches = field.pop("anyOf")
+        assert isinstance(branches, list)
+        (typed,) = [b for b in branches if isinstance(b, dict) and b.get("type") != "null"]
+        assert isinstance(typed, dict)
+        field.pop("default", None)
+        field.update(typed)
 
 
 class GenerationParams(BaseModel):
@@ -35,10 +55,15 @@ class GenerationParams(BaseModel):
     (query strings are validated with `strict=False`, so `?max_new_tokens=5` works).
     Exactly one of `prompt` (a text) and `messages` (a conversation) is given."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_one_of_the_two)
 
+    # Plain optionals (errors name `prompt` and `messages.0.role`, not a union's branches);
+    # the schema leaves their null out (`_one_of_the_two`).
     prompt: str | None = Field(
-        None, min_length=1, description="Text to continue (or the user turn when chat)."
+        None,
+        min_length=1,
+        description="Text to continue (or the user turn when chat).",
+        json_schema_extra=NOT_BLANK,
     )
     messages: list[Message] | None = Field(
         None,
@@ -107,10 +132,16 @@ class GenerationLimits(BaseModel):
     max_prompt_chars: int = Field(
         64_000,
         ge=1,
-        description="Longest accepted prompt, or a conversation's text in all, in characters "
-        "(the default leaves the default model's 8192-token context as the real bound).",
+        description="Longest accepted prompt, or turn of a conversation, in characters (the "
+        "default leaves the default model's 8192-token context as the real bound).",
     )
     max_messages: int = Field(256, ge=1, description="Most turns a conversation may have.")
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Largest request body, in bytes; a larger one is refused with 413 "
+        "before it is parsed.",
+    )
     max_new_tokens_limit: int = Field(1024, ge=1, description="Largest accepted `max_new_tokens`.")
 
 
@@ -137,20 +168,17 @@ def check_limits(params: GenerationParams, limits: GenerationLimits) -> None:
 
 
 def check_conversation(messages: list[Message], limits: GenerationLimits) -> None:
-    """A conversation the chat templates render as meant: a system turn only first, at
-    least one user turn, no empty turn, and within the operator's bounds."""
+    """Every turn holds text, and the conversation is within the operator's bounds: the
+    number of turns, and the length of each turn (the request's body size bounds their
+    sum, the model's context what it costs)."""
     if len(messages) > limits.max_messages:
         raise InvalidRequest(
             "messages", f"has {len(messages)} turns; at most {limits.max_messages}"
         )
     for index, message in enumerate(messages):
-        if message.role == "system" and index > 0:
-            raise InvalidRequest(f"messages.{index}.role", "a system message may only come first")
-        require_text(message.content, f"messages.{index}.content")
-    if not any(message.role == "user" for message in messages):
-        raise InvalidRequest("messages", "needs at least one user message")
-    chars = sum(len(message.content) for message in messages)
-    if chars > limits.max_prompt_chars:
-        raise InvalidRequest(
-            "messages", f"holds {chars} characters in all; at most {limits.max_prompt_chars}"
-        )
+        field = f"messages.{index}.content"
+        require_text(message.content, field)
+        if len(message.content) > limits.max_prompt_chars:
+            raise InvalidRequest(
+                field, f"is {len(message.content)} characters; at most {limits.max_prompt_chars}"
+            )

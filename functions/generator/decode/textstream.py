@@ -58,12 +58,16 @@ class StopMatcher:
         self._pending = ""
 
     def push(self, text: str) -> tuple[str, bool]:
-        """Add decoded text; return (text safe to emit, whether a stop string was hit)."""
+        """Add decoded text; return (text safe to emit, whether a stop string was hit).
+        The text is cut before the stop string that completes first, as it would be if
+        the text came one character at a time, so the cut never depends on how the text
+        was split into tokens (a stop inside another stop completes first)."""
         buffer = self._pending + text
-        hits = [i for i in (buffer.find(s) for s in self._stops) if i >= 0]
+        hits = [(i + len(s), i) for s in self._stops if (i := buffer.find(s)) >= 0]
         if hits:
             self._pending = ""
-            return buffer[: min(hits)], True
+            _, start = min(hits)  # the earliest end; on a tie, the longer stop
+            return buffer[:start], True
         keep = self._longest_partial_stop(buffer)
         self._pending = buffer[len(buffer) - keep :]
         return buffer[: len(buffer) - keep], False
