@@ -13,8 +13,9 @@ and arbitrary nested JSON values):
   ASCII characters is refused with `InvalidRequest` on the `id` field, never accepted, never
   another exception: a client can't forge or edit its parameters (prompt, limits);
 - an id verified at or after `now + ttl_s + 1` (the expiry is a whole second) raises
-  `StartIdExpired`, and an id signed with another secret is refused with `InvalidRequest` even when it has expired (the signature
-  is checked before anything in the payload is trusted).
+  `StartIdExpired`, and an id signed with another secret is refused with `InvalidRequest`
+  even when it has expired (the signature is checked before anything in the payload is
+  trusted).
 
 Any character, ASCII or not, in an altered id is refused the same way: a non-ASCII id is
 malformed (a 422 on `id`), never a 500; the expiry is rounded up, so an id issued at a
