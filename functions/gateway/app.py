@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.fdlimit import ensure_open_files_headroom
@@ -21,14 +21,22 @@ from gateway.openai_api import IGNORED_FIELDS_HEADER, openai_error_response, ope
 from gateway.protocol import StartResponse
 from gateway.relay import Relay, only_error
 from gateway.settings import Settings
-from gateway.signing import StartIdSigner
+from gateway.signing import ID_SCHEMA, StartIdSigner
 from gateway.sse import event_stream, sse_events
 from gateway.upstream import GeneratorClient
 from streamkit.errors import InvalidRequest, ServiceError, error_response, install_error_handlers
 from streamkit.generation import GenerationParams, check_limits, parse_params
 from streamkit.http import BodyLimit, query_params
 from streamkit.logs import AccessLog, configure_logging
-from streamkit.openapi import READINESS, errors, query_parameters, streamed, with_limits
+from streamkit.openapi import (
+    READINESS,
+    errors,
+    one_of_queries,
+    query_parameters,
+    sse_event,
+    streamed,
+    with_limits,
+)
 from streamkit.requestid import HEADER as REQUEST_ID_HEADER
 from streamkit.requestid import RequestIdMiddleware
 
@@ -42,11 +50,11 @@ def _render_error(request: Request, error: ServiceError) -> Response:
 
 SSE_STREAM = "Server-Sent Events: `status`…, `token`…, then one `done` or `error`."
 # The parameters themselves, or `id` from POST /start alone: one or the other.
-QUERY = [
-    {**parameter, "required": False} for parameter in query_parameters()
-] + [{"name": "id", "in": "query", "required": False,
-      "description": "A start id from POST /start, instead of the parameters.",
-      "schema": {"type": "string"}}]  # fmt: skip
+QUERY = one_of_queries(
+    "query",
+    query_parameters(),
+    [{"name": "id", "required": True, "schema": ID_SCHEMA}],
+)
 
 
 def create_app(
@@ -91,8 +99,8 @@ def create_app(
 
     @app.get(
         "/generate",
-        response_model=None,
-        responses={**streamed("text/event-stream", SSE_STREAM), **errors(410, 422)},
+        response_class=StreamingResponse,  # documents no JSON 200, as `streamed` says
+        responses={**streamed("text/event-stream", SSE_STREAM, sse_event()), **errors(410, 422)},
         openapi_extra={"parameters": QUERY},
     )
     async def generate(request: Request) -> Response:
@@ -113,8 +121,8 @@ def create_app(
 
     @app.post(
         "/generate",
-        response_model=None,
-        responses={**streamed("text/event-stream", SSE_STREAM), **errors(413, 422)},
+        response_class=StreamingResponse,  # documents no JSON 200, as `streamed` says
+        responses={**streamed("text/event-stream", SSE_STREAM, sse_event()), **errors(413, 422)},
     )
     async def generate_posted(params: GenerationParams, request: Request) -> Response:
         """The same stream, its parameters in a JSON body: a conversation of any length,

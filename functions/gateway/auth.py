@@ -11,9 +11,10 @@ and the deployment's rate limit).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from streamkit.errors import ServiceError
 
@@ -26,18 +27,25 @@ class Unauthorized(ServiceError):
         return {"WWW-Authenticate": 'Bearer realm="gateway"'}
 
 
-def require_api_key(keys: list[str]) -> Callable[[Request], Awaitable[None]]:
-    """A route dependency that admits a request carrying one of `keys` (none: everyone)."""
+# Module-level: FastAPI resolves the (postponed) annotation below from this module's names.
+BEARER = HTTPBearer(auto_error=False, description="One of the gateway's API_KEYS.")
+
+
+def api_key_dependencies(keys: list[str]) -> list[Any]:
+    """Route dependencies that admit a request carrying one of `keys`: none when there are
+    no keys (the routes are open, and the OpenAPI document says so: no security scheme);
+    otherwise a bearer scheme, which the document then declares."""
+    if not keys:
+        return []
     accepted = [key.encode() for key in keys]
 
-    async def check(request: Request) -> None:
-        if not accepted:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        offered = token.strip().encode()
+    async def check(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> None:
+        offered = credentials.credentials.encode() if credentials is not None else b""
         # Every key compared, each in constant time: the answer's timing says nothing.
         matches = [hmac.compare_digest(offered, key) for key in accepted]
-        if scheme.lower() != "bearer" or not any(matches):
+        if credentials is None or not any(matches):
             raise Unauthorized("a valid API key is required: Authorization: Bearer <key>")
 
-    return check
+    return [Depends(check)]

@@ -15,21 +15,22 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import PurePath
 from typing import Any
+from urllib.parse import quote
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sse_starlette import ServerSentEvent
 
-from gateway.auth import require_api_key
+from gateway.auth import api_key_dependencies
 from gateway.errors import UpstreamUnavailable
 from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.relay import Relay
 from gateway.sse import SEPARATOR, dumps, event_stream
 from streamkit.errors import ServiceError
 from streamkit.events import DoneEvent, ErrorEvent, Event, TokenEvent
-from streamkit.openapi import errors
+from streamkit.openapi import errors, json_text
 
 FINISH_REASONS = {"length": "length", "stop": "stop", "eos": "stop"}
 DEFAULT_MODEL_ID = "default"
@@ -49,7 +50,10 @@ def ignored_fields_header(names: list[str]) -> dict[str, str]:
     if new and len(_logged_fields) < _MAX_LOGGED_FIELDS:
         _logged_fields.update(new)
         log.info("ignoring request fields it does not use", extra={"fields": {"ignored": new}})
-    return {IGNORED_FIELDS_HEADER: ", ".join(names)} if names else {}
+    # Percent-encoded: a header is ASCII, and a client's field name may be anything
+    # (even empty, written `""`: a header value cannot end in a separator).
+    listed = ", ".join(quote(name, safe=".*") or '""' for name in names)
+    return {IGNORED_FIELDS_HEADER: listed} if names else {}
 
 
 def openai_error_response(error: ServiceError) -> JSONResponse:
@@ -132,13 +136,23 @@ class OpenAIErrorBody(BaseModel):
     error: OpenAIErrorDetail
 
 
+DONE = "[DONE]"  # the data of a streamed completion's last event, as OpenAI sends it
+# One event of a streamed completion: unnamed, its data a JSON chunk, the last `[DONE]`.
+CHUNK_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"const": "message"},  # unnamed: an SSE client reads it as a "message"
+        "data": {"anyOf": [{"const": DONE}, json_text({"type": "object"})]},
+    },
+}
 COMPLETION = {
     200: {
         "description": "The completion: one JSON object, or with `stream` true a stream of "
         "`data:` chunks ending with `data: [DONE]`.",
         "content": {
             "application/json": {"schema": {"type": "object"}},
-            "text/event-stream": {"schema": {"type": "string"}},
+            "text/event-stream": {"schema": CHUNK_EVENT},
         },
     },
     **errors(400, 401, 413, 500, 502, 503, 504, body=OpenAIErrorBody),
@@ -146,7 +160,7 @@ COMPLETION = {
 
 
 def openai_router(relay: Relay) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key(relay.settings.keys))])
+    router = APIRouter(prefix="/v1", dependencies=api_key_dependencies(relay.settings.keys))
 
     async def run(
         request: Request,
@@ -154,7 +168,7 @@ def openai_router(relay: Relay) -> APIRouter:
         shape: _Shape,
         endpoint: str,
     ) -> Response:
-        params = body.to_params()
+        params = body.to_params(relay.settings)
         headers = ignored_fields_header(body.ignored_fields())
         request_id = request.state.request_id
         try:
@@ -266,4 +280,4 @@ async def _chunks(
                 yield data(final)
         elif isinstance(event, ErrorEvent):
             yield data({"error": openai_error_body(event.to_error())})
-    yield data("[DONE]")
+    yield data(DONE)

@@ -29,6 +29,13 @@ VERSION = "v1"
 # Ids travel in a URL: keep them well under common request-line limits (8 KiB).
 MAX_ID_CHARS = 6000
 _MAX_PAYLOAD_BYTES = 256 * 1024
+# The shape of an id, for the OpenAPI document (only the signature tells a real one).
+ID_SCHEMA = {
+    "type": "string",
+    "pattern": rf"^{VERSION}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+    "maxLength": MAX_ID_CHARS,
+    "description": "A start id from POST /start.",
+}
 
 
 class StartIdExpired(ServiceError):

@@ -20,7 +20,14 @@ from streamkit.events import ErrorEvent, TokenEvent, to_ndjson
 from streamkit.generation import parse_params
 from streamkit.http import STREAM_HEADERS, BodyLimit, query_params
 from streamkit.logs import AccessLog, configure_logging
-from streamkit.openapi import READINESS, errors, query_parameters, streamed, with_limits
+from streamkit.openapi import (
+    READINESS,
+    errors,
+    ndjson_line,
+    query_parameters,
+    streamed,
+    with_limits,
+)
 from streamkit.requestid import RequestIdMiddleware
 
 NDJSON_STREAM = "One JSON event a line: `status`…, `token`…, then one `done` or `error`."
@@ -66,7 +73,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @app.post(
         "/v1/generate",
         response_class=StreamingResponse,
-        responses={**streamed("application/x-ndjson", NDJSON_STREAM), **errors(413, 422, 503)},
+        responses={
+            **streamed("application/x-ndjson", NDJSON_STREAM, ndjson_line()),
+            **errors(413, 422, 503),
+        },
     )
     async def generate(request: GenerateRequest) -> StreamingResponse:
         """Stream NDJSON events: optional `status`, `token`…, then one `done` or `error`."""
@@ -80,7 +90,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.get(
         "/",
-        response_class=PlainTextResponse,
+        response_class=StreamingResponse,  # its media type is its own: errors stay JSON
         responses={**streamed("text/plain", PLAIN_STREAM), **errors(422, 503)},
         openapi_extra={"parameters": query_parameters(required=("prompt",))},
     )

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 
 class ServiceError(Exception):
@@ -159,6 +160,16 @@ def describe_validation_error(errors: Sequence[Any]) -> InvalidRequest:
     return InvalidRequest(field, message)
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. Starlette's 405 names only the first
+    matching route's, and `GET` and `POST /generate` are two routes (RFC 9110 wants all)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
 Renderer = Callable[[Request, ServiceError], Response]
 
 
@@ -183,7 +194,14 @@ def install_error_handlers(app: FastAPI, render: Renderer | None = None) -> None
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return draw(request, HTTPError(exc.status_code, str(exc.detail), exc.headers))
+        if exc.status_code == 400:
+            # FastAPI's one 400: a body it could not decode (not UTF-8, say). The same
+            # bad input as malformed JSON, so the same answer: 422 naming the body.
+            return draw(request, InvalidRequest("body", "request body is not valid JSON"))
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return draw(request, HTTPError(exc.status_code, str(exc.detail), headers))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         return draw(request, ServiceError("internal error"))

@@ -7,22 +7,45 @@ generator checks again because it is callable on its own. Both use this model an
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 from pydantic.json_schema import JsonDict
+from pydantic_core import PydanticCustomError
 
 from streamkit.errors import InvalidRequest, describe_validation_error
 
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 64
-MAX_SEED = 2**63 - 1
+# The largest integer every JSON reader keeps exactly (a JavaScript number, a float64
+# schema validator): a seed must arrive as the number that was sent.
+MAX_SEED = 2**53 - 1
+
+
+def whole_number(value: object) -> object:
+    """For a `mode="before"` validator of an integer field: `5.0` is read as `5`. JSON has
+    one number type and JSON Schema counts 5.0 as an integer, so a client (or a generated
+    one) that writes it so is understood; `5.5` still fails as not an integer."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
 
 StopString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
 Role = Literal["system", "user", "assistant"]
-# Text that holds something besides whitespace (`require_text` says so in words; the
-# schemas say it as a pattern, so clients and fuzzers know it too).
-NOT_BLANK: JsonDict = {"pattern": r"\S"}
+# Text that holds something besides whitespace: one pattern for the schemas (so clients
+# and fuzzers know it) and for `require_text`. Whitespace as JSON Schema's regular
+# expressions (ECMAScript's) define it, spelled out: Python's `\s` and `str.isspace` also
+# count the control characters \x1c-\x1f and \x85, which would make the two disagree.
+_WHITESPACE = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NOT_BLANK: JsonDict = {"pattern": f"[^{_WHITESPACE}]"}
+_SOMETHING = re.compile(f"[^{_WHITESPACE}]")
 
 
 class Message(BaseModel):
@@ -100,6 +123,17 @@ class GenerationParams(BaseModel):
         False, description="Wrap `prompt` in the model's chat template (as one user turn)."
     )
 
+    _integers = field_validator("max_new_tokens", "top_k", "seed", mode="before")(whole_number)
+
+    @field_validator("prompt", "messages", mode="before")
+    @classmethod
+    def _absent_rather_than_null(cls, value: object) -> object:
+        # Runs only for values a client gave: an explicit null would otherwise slip past
+        # the schema's "one of the two", which says each is a string or a list, or absent.
+        if value is None:
+            raise PydanticCustomError("null_given", "must be left out rather than null")
+        return value
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
@@ -120,7 +154,7 @@ def parse_params(data: dict[str, Any], *, strict: bool = True) -> GenerationPara
 
 def require_text(text: str, field: str) -> None:
     """A prompt (or a conversation) must hold something besides whitespace."""
-    if not text.strip():
+    if not _SOMETHING.search(text):
         raise InvalidRequest(field, "must contain non-whitespace text")
 
 

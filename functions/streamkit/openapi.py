@@ -14,9 +14,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
+from streamkit.events import DoneEvent, ErrorEvent, Event, StatusEvent, TokenEvent
 from streamkit.generation import GenerationLimits, GenerationParams
+
+Schema = dict[str, Any]
+Responses = dict[int | str, Schema]
 
 
 class ErrorDetail(BaseModel):
@@ -47,7 +51,7 @@ RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying aga
                                "schema": {"type": "integer"}}}  # fmt: skip
 
 
-READINESS: dict[int | str, dict[str, Any]] = {
+READINESS: Responses = {
     200: {"description": "Ready."},
     503: {
         "description": "Not ready yet (loading), or failed: the body says which and why.",
@@ -57,7 +61,7 @@ READINESS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def errors(*statuses: int, body: type[BaseModel] = ErrorBody) -> dict[int | str, dict[str, Any]]:
+def errors(*statuses: int, body: type[BaseModel] = ErrorBody) -> Responses:
     """`responses=` entries for these error statuses, each with its JSON body."""
     documented: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
@@ -68,10 +72,57 @@ def errors(*statuses: int, body: type[BaseModel] = ErrorBody) -> dict[int | str,
     return documented
 
 
-def streamed(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
-    """`responses=` entry for a 200 whose body is a stream of `media_type` text."""
+def streamed(media_type: str, description: str, schema: Schema | None = None) -> Responses:
+    """`responses=` entry for a 200 whose body is a stream of `media_type`; `schema` is
+    what each item of it is (an event, a line), where it has a shape."""
     return {200: {"description": description,
-                  "content": {media_type: {"schema": {"type": "string"}}}}}  # fmt: skip
+                  "content": {media_type: {"schema": schema or {"type": "string"}}}}}  # fmt: skip
+
+
+def json_text(schema: Schema) -> Schema:
+    """A string holding one JSON value of `schema` (an SSE event's data, say)."""
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}
+
+
+def ndjson_line() -> Schema:
+    """One line of the generator's NDJSON stream: any one event, its `type` naming it."""
+    return _inline(TypeAdapter(Event).json_schema())
+
+
+def sse_event() -> Schema:
+    """One Server-Sent Event of the gateway's streams: its name is the event's `type`, its
+    data the rest of the event as JSON, its id the token's index or `END_ID` (`sse_fields`)."""
+    kinds = []
+    for model in (StatusEvent, TokenEvent, DoneEvent, ErrorEvent):
+        data = _inline(model.model_json_schema())
+        del data["properties"]["type"]
+        kind = model.model_fields["type"].default
+        kinds.append({"type": "object", "required": ["event", "data"],
+                      "properties": {"event": {"const": kind}, "data": json_text(data),
+                                     "id": {"type": "string"}}})  # fmt: skip
+    return {"oneOf": kinds}
+
+
+def _inline(schema: Schema) -> Schema:
+    """`schema` with its `$defs` written in where they are referred to: a schema that is
+    nested inside another document (a `contentSchema`) cannot point at its own root."""
+    definitions = schema.pop("$defs", {})
+    assert isinstance(definitions, dict)
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref")
+            if isinstance(reference, str) and reference.startswith("#/$defs/"):
+                return resolve(definitions[reference.removeprefix("#/$defs/")])
+            # A discriminator's mapping names `$defs`: the `const` of each branch says it.
+            return {key: resolve(value) for key, value in node.items() if key != "discriminator"}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved = resolve(schema)
+    assert isinstance(resolved, dict)
+    return resolved
 
 
 def query_parameters(required: Iterable[str] = ("prompt",)) -> list[dict[str, Any]]:
@@ -92,6 +143,23 @@ def query_parameters(required: Iterable[str] = ("prompt",)) -> list[dict[str, An
             parameter.update(style="form", explode=True)
         parameters.append(parameter)
     return parameters
+
+
+def one_of_queries(name: str, *alternatives: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Query parameters that come in alternative sets (one set or another, never mixed),
+    as OpenAPI says it: one exploded object parameter whose schema is `oneOf` the sets
+    (`name` is only the document's: exploded, its properties are the query's names)."""
+    shapes = [
+        {
+            "type": "object",
+            "properties": {p["name"]: p["schema"] for p in parameters},
+            "required": [p["name"] for p in parameters if p["required"]],
+            "additionalProperties": False,
+        }
+        for parameters in alternatives
+    ]
+    return [{"name": name, "in": "query", "required": True, "style": "form", "explode": True,
+             "schema": {"oneOf": shapes}}]  # fmt: skip
 
 
 def _without_null(field: dict[str, Any]) -> dict[str, Any]:
@@ -137,8 +205,19 @@ def _write_limits(schema: dict[str, Any], limits: GenerationLimits) -> None:
     for path in schema.get("paths", {}).values():
         for operation in path.values():
             for parameter in operation.get("parameters", []):
-                if parameter["name"] in bounds:
-                    _bound(parameter["schema"], bounds[parameter["name"]])
+                for name, field in _query_fields(parameter):
+                    if name in bounds:
+                        _bound(field, bounds[name])
+
+
+def _query_fields(parameter: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
+    """Each query name with its schema, inside `one_of_queries`' objects too."""
+    shapes = parameter["schema"].get("oneOf")
+    if shapes is None:
+        yield parameter["name"], parameter["schema"]
+        return
+    for shape in shapes:
+        yield from shape["properties"].items()
 
 
 def _bound(field: dict[str, Any], bound: dict[str, int]) -> None:

@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 
 from gateway.signing import MAX_ID_CHARS, StartIdExpired, StartIdSigner
 from streamkit.errors import InvalidRequest
+from streamkit.generation import MAX_SEED
 
 # -- parameters ----------------------------------------------------------------------------
 
@@ -63,7 +64,7 @@ GENERATION_PARAMS = st.fixed_dictionaries(
         "top_k": st.integers(0, 1000),
         "repetition_penalty": st.floats(0.0, 10.0, exclude_min=True),
         "stop": st.lists(st.text(min_size=1, max_size=64), max_size=4),
-        "seed": st.integers(0, 2**63 - 1),
+        "seed": st.integers(0, MAX_SEED),
         "chat": st.booleans(),
     },
 )

@@ -6,6 +6,7 @@ from devtools.processes import ServerProcess
 
 ORIGIN = "http://localhost:8080"
 SECRET = "test-secret"
+API_KEY = "test-api-key"
 
 
 def gateway_process(generator_url: str, **env: str) -> ServerProcess:

@@ -48,6 +48,23 @@ class OccurrencePenalty:
             self._counts[token] += 1
 
 
+def _overflowed(scores: torch.Tensor, processed: torch.Tensor) -> int | None:
+    """The token to take when the warpers overflowed, else None. Extreme settings the API
+    allows (a temperature or a repetition penalty of 1e-300) divide logits into ±inf, and
+    softmax of inf is NaN. Their limit is still defined: the tokens that went to +inf
+    are infinitely likelier than the rest, and among them (all divided alike) the one
+    with the highest score before the warpers wins, as it would for any finite setting
+    small enough. With no +inf and nothing finite left, the plain argmax."""
+    if bool(torch.isfinite(processed).all()):
+        return None
+    infinite = torch.isposinf(processed)
+    if not bool(infinite.any()):
+        if bool(torch.isfinite(processed).any()):
+            return None  # only -inf (masked tokens) and NaN: sampling skips them below
+        infinite = torch.ones_like(infinite)
+    return int(torch.where(infinite, scores, -torch.inf).argmax(dim=-1).item())
+
+
 class Sampler:
     def __init__(self, request: GenerationParams, device: str, prompt_ids: list[int]) -> None:
         self.greedy = request.greedy
@@ -72,21 +89,26 @@ class Sampler:
         seed = request.seed if request.seed is not None else secrets.randbits(63)
         self._generator.manual_seed(seed)
 
+    def _pick(self, scores: torch.Tensor) -> int:
+        if self.greedy:
+            return int(scores.argmax(dim=-1).item())
+        probs = torch.softmax(torch.nan_to_num(scores, nan=-torch.inf), dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self._generator).item())
+
     def __call__(self, logits: torch.Tensor) -> int:
         """Pick the next token id from the last position's logits (shape [1, vocab]);
         it joins the history the next pick is penalised with."""
         scores = logits.float()
         if self._occurrences is not None:
             scores = self._occurrences(scores)
+        processed = scores
         if self._processors:
             history = self._history
             ids = history if history is not None else torch.empty((1, 0), dtype=torch.long)
-            scores = self._processors(cast(torch.LongTensor, ids), scores)
-        if self.greedy:
-            token = int(scores.argmax(dim=-1).item())
-        else:
-            probs = torch.softmax(scores, dim=-1)
-            token = int(torch.multinomial(probs, 1, generator=self._generator).item())
+            processed = self._processors(cast(torch.LongTensor, ids), scores.clone())
+        token = _overflowed(scores, processed)
+        if token is None:
+            token = self._pick(processed)
         if self._history is not None:
             picked = torch.tensor([[token]], dtype=torch.long, device=self._history.device)
             self._history = torch.cat([self._history, picked], dim=1)
