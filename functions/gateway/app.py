@@ -26,7 +26,7 @@ from gateway.sse import event_stream, sse_events
 from gateway.upstream import GeneratorClient
 from streamkit.errors import InvalidRequest, ServiceError, error_response, install_error_handlers
 from streamkit.generation import GenerationParams, check_limits, parse_params
-from streamkit.http import BodyLimit, query_params
+from streamkit.http import BodyLimit, query_params, unless_client_leaves
 from streamkit.logs import AccessLog, configure_logging
 from streamkit.openapi import (
     READINESS,
@@ -133,7 +133,8 @@ def create_app(
     async def stream(params: GenerationParams, request: Request) -> Response:
         check_limits(params, settings)
         try:
-            relayed = await relay.open(params, request.state.request_id, "generate")
+            opening = relay.open(params, request.state.request_id, "generate")
+            relayed = await unless_client_leaves(request, opening)
         except ServiceError as error:
             # The gateway's own checks passed; whatever comes now (this gateway full, the
             # generator down, overloaded, timing out, or a refusal only it can make, such

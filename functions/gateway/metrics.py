@@ -30,7 +30,9 @@ class GatewayMetrics:
         # tests read (Linux; an empty collector elsewhere).
         ProcessCollector(registry=self.registry)
         self.active_streams = Gauge(
-            "gateway_active_streams", "Streams being relayed now.", registry=self.registry
+            "gateway_active_streams",
+            "Streams held now (opening or relaying), against MAX_STREAMS.",
+            registry=self.registry,
         )
         self.streams = Counter(
             "gateway_streams",

@@ -30,6 +30,7 @@ from gateway.relay import Relay
 from gateway.sse import SEPARATOR, dumps, event_stream
 from streamkit.errors import ServiceError
 from streamkit.events import DoneEvent, ErrorEvent, Event, TokenEvent
+from streamkit.http import unless_client_leaves
 from streamkit.openapi import errors, json_text
 
 FINISH_REASONS = {"length": "length", "stop": "stop", "eos": "stop"}
@@ -172,7 +173,7 @@ def openai_router(relay: Relay) -> APIRouter:
         headers = ignored_fields_header(body.ignored_fields())
         request_id = request.state.request_id
         try:
-            relayed = await relay.open(params, request_id, endpoint)
+            relayed = await unless_client_leaves(request, relay.open(params, request_id, endpoint))
         except ServiceError as error:
             response: Response = openai_error_response(error)
         else:

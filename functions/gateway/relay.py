@@ -51,6 +51,13 @@ class Relay:
         self.metrics = metrics
         self.held = 0  # streams opened and not yet closed, against MAX_STREAMS
 
+    def hold(self, change: int) -> None:
+        """A stream's place taken (+1) or given back (-1): from the request to the
+        generator until the stream is closed, opening included (what MAX_STREAMS
+        bounds, and what `gateway_active_streams` shows)."""
+        self.held += change
+        self.metrics.active_streams.inc(change)
+
     def count_error(self, error: ServiceError) -> None:
         self.metrics.upstream_errors.labels(kind=error_kind(error)).inc()
 
@@ -64,11 +71,13 @@ class Relay:
                     f"this gateway holds {self.held} streams, its limit (MAX_STREAMS)",
                     retry_after_s=self.settings.retry_after_s,
                 )
-            self.held += 1
+            self.hold(+1)
             try:
                 stream = await self.client.open(params.wire_body(), request_id)
-            except BaseException:
-                self.held -= 1
+            except BaseException as exc:
+                self.hold(-1)
+                if isinstance(exc, anyio.get_cancelled_exc_class()):  # the client left
+                    self.metrics.streams.labels(endpoint=endpoint, outcome="cancelled").inc()
                 raise
         except ServiceError as error:
             self.count_error(error)
@@ -93,7 +102,7 @@ class Relayed:
         if self._closed:
             return
         self._closed = True
-        self._relay.held -= 1
+        self._relay.hold(-1)
         with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_TIMEOUT_S):
             await self._stream.aclose()
 
@@ -102,7 +111,6 @@ class Relayed:
         started = time.perf_counter()
         tokens = 0
         outcome = "cancelled"  # unless the loop below reaches a terminal event
-        metrics.active_streams.inc()
         try:
             try:
                 async for received in self._stream.events():
@@ -121,7 +129,6 @@ class Relayed:
                 yield ErrorEvent.from_error(error)
         finally:
             await self.close()
-            metrics.active_streams.dec()
             metrics.streams.labels(endpoint=self._endpoint, outcome=outcome).inc()
             log.info(
                 "stream finished",

@@ -19,15 +19,19 @@ instead of starting the generation again.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from gateway.settings import Settings
 from streamkit.events import Event, sse_fields
 from streamkit.http import STREAM_HEADERS
+
+log = logging.getLogger("gateway.sse")
 
 SEPARATOR = "\n"
 # Characters some line readers (Python's str.splitlines, hence httpx's aiter_lines) take
@@ -60,6 +64,10 @@ class _ClosingEventSource(EventSourceResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except* SendTimeoutError:
+            # A client too slow to take an event within SEND_TIMEOUT_S: dropping it is
+            # the design, not an error of the app (no traceback in the log).
+            log.warning("client too slow: stream dropped", extra={"fields": {"reason": "send"}})
         finally:
             await self._on_close()
 

@@ -160,10 +160,11 @@ def describe_validation_error(errors: Sequence[Any]) -> InvalidRequest:
     return InvalidRequest(field, message)
 
 
-def _allowed_methods(request: Request) -> str:
+def _allowed_methods(request: Request, headers: Mapping[str, str] | None) -> str:
     """Every method some route serves at this path. Starlette's 405 names only the first
-    matching route's, and `GET` and `POST /generate` are two routes (RFC 9110 wants all)."""
-    methods: set[str] = set()
+    matching route's, and `GET` and `POST /generate` are two routes (RFC 9110 wants all):
+    its list, joined by those of the app's other routes at this path."""
+    methods = {m.strip() for m in (headers or {}).get("Allow", "").split(",") if m.strip()}
     for route in request.app.router.routes:
         if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
             methods |= route.methods or set()
@@ -200,7 +201,7 @@ def install_error_handlers(app: FastAPI, render: Renderer | None = None) -> None
             return draw(request, InvalidRequest("body", "request body is not valid JSON"))
         headers = exc.headers
         if exc.status_code == 405:
-            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+            headers = {**(headers or {}), "Allow": _allowed_methods(request, headers)}
         return draw(request, HTTPError(exc.status_code, str(exc.detail), headers))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:

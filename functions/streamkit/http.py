@@ -4,12 +4,17 @@ the cap on a request body's size."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
+import anyio
+from anyio.abc import TaskGroup
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streamkit.errors import PayloadTooLarge, Renderer
+from streamkit.errors import PayloadTooLarge, Renderer, ServiceError
+
+T = TypeVar("T")
 
 # A stream must reach the client as it is written: no cache may keep it, and proxies
 # (nginx, some CDNs) must not buffer it.
@@ -23,6 +28,44 @@ def query_params(request: Request) -> dict[str, Any]:
     if "stop" in params:
         params["stop"] = request.query_params.getlist("stop")
     return params
+
+
+class ClientGone(ServiceError):
+    """The client left before the answer began (nobody reads this; the access log shows
+    499, as nginx names a request its client closed)."""
+
+    status_code = 499
+    code = "client_closed_request"
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """`work`'s result, or `ClientGone` as soon as the client disconnects, `work` then
+    cancelled. Before a response starts nothing else watches the connection: a client
+    that leaves while the gateway waits for the generator's first answer (a cold start)
+    would otherwise hold its stream's place until a timeout."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    async def do(group: TaskGroup) -> None:
+        try:
+            outcome.append(await work)
+        except Exception as exc:  # raised below, outside the task group (not grouped)
+            failure.append(exc)
+        group.cancel_scope.cancel()
+
+    async def watch(group: TaskGroup) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        group.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(do, group)
+        group.start_soon(watch, group)
+    if failure:
+        raise failure[0]
+    if not outcome:
+        raise ClientGone("the client closed the connection")
+    return outcome[0]
 
 
 class BodyLimit:

@@ -37,16 +37,22 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
-    """Send this process's logs to stderr as JSON lines (idempotent). uvicorn's own access
-    log (plain text, the full URL with its query string) is silenced: `AccessLog` writes
-    the access lines; httpx's per-request lines are dropped below warnings (the gateway's
-    calls to the generator are in its own log lines)."""
+    """Send this process's logs, uvicorn's included, to stderr as JSON lines (idempotent).
+    uvicorn's access log (plain text, the full URL with its query string) is silenced:
+    `AccessLog` writes the access lines; httpx's per-request lines are dropped below
+    warnings (the gateway's calls to the generator are in its own log lines)."""
     root = logging.getLogger()
     if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
         root.handlers = [handler]
     root.setLevel(level.upper())
+    # uvicorn's own lines (startup, shutdown, protocol errors) as JSON lines too: through
+    # the root handler, not the plain-text one uvicorn configured before the app existed.
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("httpx").setLevel(logging.WARNING)
 

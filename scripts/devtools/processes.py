@@ -134,14 +134,16 @@ class ServerProcess(GroupProcess):
         port: int | None = None,
         ready_path: str = "/readyz",
         ready_timeout_s: float = 120.0,
+        log_level: str = "warning",
     ) -> None:
+        """`log_level` is uvicorn's (its own lines); the app's is its LOG_LEVEL setting."""
         self.factory = factory
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ready_path = ready_path
         self.ready_timeout_s = ready_timeout_s
         self.log_path = Path(tempfile.mkstemp(prefix="server-", suffix=".log")[1])
-        argv = uvicorn_argv(factory, "127.0.0.1", self.port, "--log-level", "warning")
+        argv = uvicorn_argv(factory, "127.0.0.1", self.port, "--log-level", log_level)
         super().__init__(argv, {**os.environ, "PYTHONPATH": python_path(), **(env or {})})
 
     def start(self) -> ServerProcess:

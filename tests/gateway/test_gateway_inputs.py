@@ -81,7 +81,7 @@ COMPLETION_CASES = [
     ({"prompt": ["a", "b"]}, "prompt"),
     ({"prompt": [1, 2, 3]}, "prompt.str"),
     ({"prompt": "hi", "max_tokens": 0}, "max_tokens"),
-    ({"prompt": "hi", "max_tokens": 100000}, "max_new_tokens"),
+    ({"prompt": "hi", "max_tokens": 100000}, "max_tokens"),  # the field the client sent
     ({"prompt": "hi", "temperature": 3}, "temperature"),
     ({"prompt": "hi", "n": 2}, "n"),
     ({"prompt": "hi", "echo": True}, "echo"),

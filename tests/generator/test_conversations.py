@@ -16,6 +16,7 @@ from generator.decode.sampling import OccurrencePenalty, Sampler
 from generator.metrics import GeneratorMetrics
 from generator.serving.engine import Engine
 from generator.settings import Settings
+from streamkit.errors import InvalidRequest
 from streamkit.generation import GenerationParams, Message
 from support.ndjson import parse_ndjson, streamed_text
 
@@ -45,6 +46,25 @@ def test_the_template_renders_every_turn_and_the_system_prompt_once(tiny_engine)
     assert DEFAULT_SYSTEM_PROMPT not in text  # the model's own default gives way to ours
     assert text.index("My name is Ada.") < text.index("Hello Ada.") < text.index("my name?")
     assert text.endswith("<|im_start|>assistant\n")  # the cue for the answer
+
+
+STRICT_TEMPLATE = (  # as some models' templates do: turns must alternate after the system
+    "{% for m in messages %}{% if m['role'] == 'system' and not loop.first %}"
+    "{{ raise_exception('System messages only come first') }}{% endif %}"
+    "{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+)
+
+
+def test_a_conversation_the_models_template_refuses_is_a_422_in_its_words(tiny_engine, monkeypatch):
+    monkeypatch.setattr(tiny_engine.loaded.tokenizer, "chat_template", STRICT_TEMPLATE)
+    late_system = [*CONVERSATION, {"role": "system", "content": "Be brief."}]
+    request = GenerationParams(messages=[Message(**m) for m in late_system])
+    with pytest.raises(InvalidRequest) as refused:
+        encode_prompt(tiny_engine.loaded, request, 16)
+    assert refused.value.field == "messages"
+    assert "System messages only come first" in str(refused.value)
+    # The same template renders a conversation it accepts.
+    assert rendered(tiny_engine, CONVERSATION).endswith("assistant:")
 
 
 def test_a_prompt_with_chat_is_one_user_turn(tiny_engine):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from jinja2 import TemplateError
 
 from generator.weights.loaded import LoadedModel
 from streamkit.errors import InvalidRequest
@@ -40,7 +41,16 @@ def encode_prompt(lm: LoadedModel, request: GenerationParams, max_new_tokens: in
             messages = [Message(role="user", content=request.prompt or "")]
         if tokenizer.chat_template:
             turns = [message.model_dump() for message in messages]
-            text = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+            try:
+                text = tokenizer.apply_chat_template(
+                    turns, add_generation_prompt=True, tokenize=False
+                )
+            except TemplateError as exc:
+                # Some templates refuse an order of turns (a second system turn, two
+                # user turns in a row): the model's own rule, said in its own words.
+                raise InvalidRequest(
+                    "messages", f"the model's chat template refuses this conversation: {exc}"
+                ) from None
         else:
             text = render_plain(messages)
         # The template writes the special tokens itself.
