@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Deploy, update and remove the stack of infra/template.yaml (the make targets call this).
 #
-#   infra/deploy.sh stack              sam build + sam deploy (guided the first time)
+#   infra/deploy.sh stack              sam build + sam deploy (guided the first time), after
+#                                      checking Lambda allows the stack's reserved concurrency;
+#                                      then prints how to read the API key
 #   infra/deploy.sh frontend           the page, with the deployed gateway URL, to S3 + CloudFront
 #   infra/deploy.sh destroy            empty the page bucket, then sam delete
 #   infra/deploy.sh stage URL DIR      copy frontend/ to DIR with config.js pointing at URL
@@ -52,11 +54,90 @@ stack_exists() {
 
 output() {
     local value
-    value="$(aws cloudformation describe-stacks --stack-name "$STACK_NAME" \
-        --query "Stacks[0].Outputs[?OutputKey=='$1'].OutputValue" --output text)" \
+    value="$(optional_output "$1")" \
         || die "cannot read the outputs of stack $STACK_NAME (deployed? right region?)"
-    [ -n "$value" ] && [ "$value" != "None" ] || die "stack $STACK_NAME has no output $1"
+    [ -n "$value" ] || die "stack $STACK_NAME has no output $1"
     printf '%s' "$value"
+}
+
+# An output's value, or nothing when the stack has no such output (a condition left it
+# out, or the stack predates it); fails only when the stack cannot be read.
+optional_output() {
+    local value
+    value="$(aws cloudformation describe-stacks --stack-name "$STACK_NAME" \
+        --query "Stacks[0].Outputs[?OutputKey=='$1'].OutputValue" --output text)" || return 1
+    [ "$value" = "None" ] || printf '%s' "$value"
+}
+
+# The value template parameter $1 gets from `sam deploy`: PARAMS, else the answers
+# samconfig.toml saved, else the deployed stack's (SAM keeps a previous value), else the
+# template's default.
+param_value() {
+    local name="$1" value="" re
+    re="(^|[[:space:]])$name=\"?([^\"[:space:]]*)"
+    if [[ " $PARAMS" =~ $re ]]; then
+        printf '%s' "${BASH_REMATCH[2]}"
+        return
+    fi
+    re="[[:space:]\"]$name=\\\\?\"?([^\"\\[:space:]]*)"
+    if [[ " $(grep -E '^[[:space:]]*parameter_overrides[[:space:]]*=' "$INFRA/samconfig.toml" 2>/dev/null)" =~ $re ]]; then
+        printf '%s' "${BASH_REMATCH[1]}"
+        return
+    fi
+    if stack_exists; then
+        value="$(aws cloudformation describe-stacks --stack-name "$STACK_NAME" \
+            --query "Stacks[0].Parameters[?ParameterKey=='$name'].ParameterValue" \
+            --output text 2>/dev/null || true)"
+        if [ -n "$value" ] && [ "$value" != "None" ]; then
+            printf '%s' "$value"
+            return
+        fi
+    fi
+    awk -v name="  $name:" '$0 == name { found = 1; next }
+        found && /^    Default:/ { gsub(/"/, "", $2); print $2; exit }
+        found && /^  [A-Za-z]/ { exit }' "$INFRA/template.yaml"
+}
+
+# Reserved concurrency (GeneratorMaxInstances, GatewayMaxInstances) is refused by
+# Lambda when it would leave less than min(quota, 100) of the account's concurrency
+# quota unreserved (new accounts often start at 10): say so now, not after the build and
+# a rolled-back stack. (Other functions' reservations are not counted here.)
+check_concurrency() {
+    local quota generator gateway
+    quota="$(aws lambda get-account-settings --query AccountLimit.ConcurrentExecutions \
+        --output text 2>/dev/null)" || quota=""
+    if ! [[ "$quota" =~ ^[0-9]+$ ]]; then
+        say "could not read the account's Lambda concurrency quota (lambda:GetAccountSettings); not checked"
+        return 0
+    fi
+    generator="$(param_value GeneratorMaxInstances)"
+    gateway="$(param_value GatewayMaxInstances)"
+    [[ "$generator" =~ ^[0-9]+$ ]] || generator=0
+    [[ "$gateway" =~ ^[0-9]+$ ]] || gateway=0
+    say "Lambda concurrency quota here: $quota; reserving generator $generator, gateway $gateway"
+    # Lambda keeps min(quota, 100) unreserved: nothing can be reserved at a quota of 100
+    # or less, and at most quota - 100 above it.
+    local keep=$((quota < 100 ? quota : 100))
+    if [ $((generator + gateway)) -gt 0 ] && [ $((quota - generator - gateway)) -lt "$keep" ]; then
+        die "this account's Lambda concurrency quota in this region is $quota, and Lambda keeps
+       $keep of it unreserved (new accounts often start at 10, where nothing can be reserved),
+       but the stack would reserve GeneratorMaxInstances=$generator and GatewayMaxInstances=$gateway.
+       Either deploy without reservations (the quota of $quota then caps both functions together):
+         make deploy PARAMS=\"${PARAMS:+$PARAMS }GeneratorMaxInstances=0 GatewayMaxInstances=0\"
+       or ask for a higher quota (Service Quotas > AWS Lambda > Concurrent executions) and deploy as is."
+    fi
+}
+
+# How to read the /v1/* API key, from the stack's ApiKeyCommand output.
+print_api_key_help() {
+    local command
+    command="$(optional_output ApiKeyCommand)" || return 0
+    if [ -n "$command" ]; then
+        say "the OpenAI-compatible API (/v1/*) needs 'Authorization: Bearer <key>'; print the key with:"
+        printf '   %s\n' "$command" >&2
+    else
+        say "API keys are off (ApiKeys=Disabled): /v1/* answers anyone"
+    fi
 }
 
 # The page, copied to $2 with config.js pointing at gateway URL $1. Only the copy is
@@ -80,6 +161,7 @@ EOF
 cmd_stack() {
     need_aws
     need_sam
+    check_concurrency
     cd "$INFRA"
     say "building both images, both targets (sam build)"
     run sam build
@@ -95,13 +177,18 @@ cmd_stack() {
     say "stack outputs"
     run aws cloudformation describe-stacks --stack-name "$STACK_NAME" \
         --query "Stacks[0].Outputs[].[OutputKey,OutputValue]" --output table
+    print_api_key_help
 }
 
 cmd_frontend() {
     need_aws
     say "reading the outputs of stack $STACK_NAME"
     local gateway bucket distribution site
-    gateway="$(output GatewayUrl)"
+    # The gateway as the page calls it: behind the edge web ACL when there is one. A
+    # stack from before PageGatewayUrl existed has only GatewayUrl.
+    gateway="$(optional_output PageGatewayUrl)" \
+        || die "cannot read the outputs of stack $STACK_NAME (deployed? right region?)"
+    [ -n "$gateway" ] || gateway="$(output GatewayUrl)"
     bucket="$(output SiteBucketName)"
     distribution="$(output DistributionId)"
     site="$(output SiteUrl)"
@@ -142,7 +229,7 @@ cmd_destroy() {
     say "deleting stack $STACK_NAME and its image repositories (sam delete)"
     cd "$INFRA"
     run sam delete --stack-name "$STACK_NAME" --no-prompts
-    say "deleted; the start-id secret stays recoverable for Secrets Manager's 30-day window"
+    say "deleted; the secrets (start-id key, API key) stay recoverable for Secrets Manager's 30-day window"
 }
 
 case "${1:-}" in

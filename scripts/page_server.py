@@ -11,6 +11,10 @@ default, so it is never edited: this server answers `/config.js` itself. It also
 
 The gateway's URL and port default to GATEWAY_PUBLIC_URL and GATEWAY_PORT.
 
+Every response carries the page's security headers, the Content-Security-Policy the
+deployed page gets from CloudFront (infra/template.yaml, kept equal by tests/infra)
+with `connect-src` naming the gateway this server points the page at.
+
 Standard library only: it runs before anything is installed, and in any image with
 python3.
 """
@@ -22,6 +26,7 @@ import contextlib
 import http.server
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -29,8 +34,27 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 FRONTEND_DIR = Path(__file__).resolve().parents[1] / "frontend"
+
+# What frontend/ needs and nothing more: its own scripts and stylesheet (no inline code,
+# no eval), `data:` for the empty favicon, fetch() to the gateway; never framed, no
+# plugins, no <base>, no form posted anywhere (the page sends with fetch). `{gateway}`
+# is the gateway's origin.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'{gateway}; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    # The page needs no Referer (CORS uses Origin); links in answers are the model's.
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+# An origin as a CSP source may hold: scheme, host name or IPv4 address, port.
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 
 def config_js(gateway_url: str | None, gateway_port: int) -> bytes:
@@ -47,11 +71,35 @@ def config_js(gateway_url: str | None, gateway_port: int) -> bytes:
     ).encode()
 
 
+def gateway_origin(gateway_url: str | None, gateway_port: int, request_host: str | None) -> str:
+    """The origin the page's fetch() goes to, as `config_js` sends it there: the fixed
+    URL's, or this server's host name (as the browser wrote it) on the gateway's port.
+    Empty when there is none to name."""
+    if gateway_url:
+        parts = urlsplit(gateway_url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+    else:
+        hostname = urlsplit(f"//{request_host}").hostname if request_host else None
+        if not hostname:
+            return ""
+        origin = f"http://{hostname}:{gateway_port}"
+    return origin if _ORIGIN.match(origin) else ""
+
+
+def security_headers(gateway: str) -> dict[str, str]:
+    """The headers of every response, for a page that talks to `gateway` (an origin)."""
+    policy = CONTENT_SECURITY_POLICY.format(gateway=f" {gateway}" if gateway else "")
+    return {"Content-Security-Policy": policy, **SECURITY_HEADERS}
+
+
 class FrontendHandler(http.server.SimpleHTTPRequestHandler):
     """Serves `frontend/`, but `/config.js` from memory; nothing is cached, so an
-    edited page shows on reload."""
+    edited page shows on reload. Every answer, errors included, carries the page's
+    security headers."""
 
     config_body: bytes = b""
+    gateway_url: str | None = None
+    gateway_port: int = 8000
     log_line: Callable[[str], None] = staticmethod(print)
 
     def do_GET(self) -> None:
@@ -72,6 +120,9 @@ class FrontendHandler(http.server.SimpleHTTPRequestHandler):
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-cache")
+        origin = gateway_origin(self.gateway_url, self.gateway_port, self.headers.get("Host"))
+        for name, value in security_headers(origin).items():
+            self.send_header(name, value)
         super().end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -103,6 +154,8 @@ def make_frontend_server(
         (FrontendHandler,),
         {
             "config_body": config_js(gateway_url, gateway_port),
+            "gateway_url": gateway_url,
+            "gateway_port": gateway_port,
             "log_line": staticmethod(log_line),
         },
     )

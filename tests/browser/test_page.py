@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page, Request, expect
+from playwright.sync_api import ConsoleMessage, Locator, Page, Request, expect
 
 from devtools.processes import ServerProcess, free_port
 
@@ -95,6 +95,47 @@ def test_send_streams_an_answer_then_shows_stats(page: Page, tiny_stack: Stack) 
     expect(page.locator("#error")).to_be_hidden()
     expect(page.locator("#start")).to_be_enabled()
     expect(page.locator("#stop")).to_be_disabled()
+
+
+# Registered before any of the page's own scripts run, so a violation while it loads
+# counts too.
+WATCH_CSP = """() => {
+  window.cspViolations = [];
+  document.addEventListener("securitypolicyviolation", (event) => {
+    window.cspViolations.push(`${event.violatedDirective} ${event.blockedURI}`);
+  });
+}"""
+
+
+def test_the_page_works_under_its_content_security_policy(page: Page, tiny_stack: Stack) -> None:
+    """The page server sends the CSP the deployed page gets (same directives; the gateway
+    in connect-src): loading, streaming an answer, rendering it and reloading the kept
+    conversation break none of it and log nothing."""
+    logged: list[str] = []
+
+    def log(message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            logged.append(f"{message.type}: {message.text}")
+
+    page.on("console", log)
+    page.on("pageerror", lambda error: logged.append(f"pageerror: {error}"))
+    page.add_init_script(f"({WATCH_CSP})()")
+    response = page.goto(tiny_stack.page_url)
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert f"connect-src 'self' {tiny_stack.gateway.url}" in policy
+    assert "script-src 'self';" in policy
+    expect(page.locator("#status")).to_have_attribute("data-state", "idle")
+
+    settings(page, max_tokens=24, temperature=1)
+    send(page, "Write **bold** words and a list:\n\n- one\n- two")
+    expect_state(page, "done")
+    assert last_answer(page) != ""
+    page.reload()
+    expect(page.locator(".turn")).to_have_count(2)
+
+    assert page.evaluate("window.cspViolations") == []
+    assert logged == []
 
 
 def test_stop_mid_stream_stops_the_generator(page: Page, tiny_stack: Stack) -> None:

@@ -24,6 +24,11 @@ CONFIG_SHAPE = re.compile(
     r'^window\.APP_CONFIG = \{\s*gatewayUrl: "(?P<url>[^"\\]*)",?\s*\};\s*$', re.M
 )
 GATEWAY_URL = "https://gw0123456789abcdef.lambda-url.eu-west-1.on.aws/"
+SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ApiKeySecret-AbCdEf"
+KEY_COMMAND = (
+    f"aws secretsmanager get-secret-value --region eu-west-1 --secret-id {SECRET_ARN} "
+    "--query SecretString --output text"
+)
 BUCKET = "textgen-sitebucket-1a2b3c4d5e6f"
 DISTRIBUTION = "E2EXAMPLE0ABCD"
 
@@ -36,8 +41,12 @@ case "$1 $2" in
       exit 253
     fi
     echo "arn:aws:iam::123456789012:user/developer" ;;
+  "lambda get-account-settings") echo "${FAKE_CONCURRENCY:-1000}" ;;
   "cloudformation describe-stacks")
     case "$*" in
+      *ParameterKey*) echo "${FAKE_STACK_PARAMETER:-None}" ;;
+      *ApiKeyCommand*) echo "${FAKE_KEY_COMMAND:-__KEY_COMMAND__}" ;;
+      *PageGatewayUrl*) echo "${FAKE_PAGE_GATEWAY:-__GATEWAY__}" ;;
       *GatewayUrl*) echo "__GATEWAY__" ;;
       *SiteBucketName*) echo "__BUCKET__" ;;
       *DistributionId*) echo "__DISTRIBUTION__" ;;
@@ -49,7 +58,9 @@ case "$1 $2" in
   *) ;;
 esac
 """.replace("__GATEWAY__", GATEWAY_URL).replace("__BUCKET__", BUCKET)
-FAKE_AWS = FAKE_AWS.replace("__DISTRIBUTION__", DISTRIBUTION)
+FAKE_AWS = FAKE_AWS.replace("__DISTRIBUTION__", DISTRIBUTION).replace(
+    "__KEY_COMMAND__", KEY_COMMAND
+)
 FAKE_RECORDER = '#!/bin/bash\necho "$(basename "$0") $* (in $(pwd))" >>"$FAKE_LOG"\n'
 
 
@@ -213,6 +224,94 @@ def test_deploy_builds_deploys_then_uploads_the_page(sandbox: dict[str, str]) ->
     assert "--cache-control public\\,\\ max-age=300" in result.stderr  # shell-quoted
 
 
+def test_deploy_prints_how_to_read_the_api_key(sandbox: dict[str, str]) -> None:
+    install(sandbox, "aws", "sam", "docker")
+    result = make({**sandbox, "CONFIRM": "0"}, "deploy-stack")
+    assert result.returncode == 0, result.stderr
+    assert f"   {KEY_COMMAND}\n" in result.stderr
+    assert "Authorization: Bearer <key>" in result.stderr
+    # After the stack's outputs, where the user looks last.
+    assert result.stderr.index("stack outputs") < result.stderr.index(KEY_COMMAND)
+
+
+def test_deploy_says_when_api_keys_are_off(sandbox: dict[str, str]) -> None:
+    install(sandbox, "aws", "sam", "docker")
+    result = make({**sandbox, "CONFIRM": "0", "FAKE_KEY_COMMAND": "None"}, "deploy-stack")
+    assert result.returncode == 0, result.stderr
+    assert "API keys are off (ApiKeys=Disabled)" in result.stderr
+    assert "secretsmanager" not in result.stderr
+
+
+# ---- reserved concurrency on an account that cannot reserve ----
+
+
+def test_deploy_stops_before_building_where_lambda_refuses_reservations(
+    sandbox: dict[str, str],
+) -> None:
+    """A new account's quota (often 10) allows no reserved concurrency: say so at once,
+    with the command that deploys there, rather than after the build and a rollback."""
+    install(sandbox, "aws", "sam", "docker")
+    result = make({**sandbox, "FAKE_CONCURRENCY": "10"}, "deploy", "PARAMS=StreamingMode=buffered")
+    assert result.returncode != 0
+    assert "concurrency quota in this region is 10" in result.stderr
+    assert "GeneratorMaxInstances=5 and GatewayMaxInstances=10" in result.stderr  # the defaults
+    assert (
+        'make deploy PARAMS="StreamingMode=buffered GeneratorMaxInstances=0 GatewayMaxInstances=0"'
+        in result.stderr
+    )
+    assert not [call for call in calls(sandbox) if call.startswith("sam ")]
+
+
+def test_deploy_stops_where_the_caps_leave_less_than_100_unreserved(
+    sandbox: dict[str, str],
+) -> None:
+    """Above a quota of 100, Lambda keeps 100 unreserved: 110 cannot reserve 5 + 10."""
+    install(sandbox, "aws", "sam", "docker")
+    result = make({**sandbox, "FAKE_CONCURRENCY": "110"}, "deploy")
+    assert result.returncode != 0
+    assert "100 of it unreserved" in result.stderr
+    assert not [call for call in calls(sandbox) if call.startswith("sam ")]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"PARAMS": "GeneratorMaxInstances=0 GatewayMaxInstances=0"},
+        {"FAKE_STACK_PARAMETER": "0"},  # the deployed stack's values, which SAM keeps
+    ],
+)
+def test_deploy_without_reservations_goes_ahead_on_a_small_account(
+    sandbox: dict[str, str], where: dict[str, str]
+) -> None:
+    install(sandbox, "aws", "sam", "docker")
+    result = make({**sandbox, "FAKE_CONCURRENCY": "10", "CONFIRM": "0", **where}, "deploy-stack")
+    assert result.returncode == 0, result.stderr
+    assert "reserving generator 0, gateway 0" in result.stderr
+    assert any(call.startswith("sam deploy ") for call in calls(sandbox))
+
+
+def test_deploy_reads_the_caps_samconfig_saved(sandbox: dict[str, str], tmp_path: Path) -> None:
+    """`sam deploy --guided` saves its answers in samconfig.toml, escaped quotes and all."""
+    infra = tmp_path / "repo" / "infra"
+    infra.mkdir(parents=True)
+    for name in ("deploy.sh", "template.yaml"):
+        shutil.copy(INFRA / name, infra / name)
+    (infra / "samconfig.toml").write_text(
+        "version = 0.1\n[default.deploy.parameters]\n"
+        'parameter_overrides = "StreamingMode=\\"stream\\" GeneratorMaxInstances=\\"0\\" '
+        'GatewayMaxInstances=\\"0\\""\n'
+    )
+    install(sandbox, "aws", "sam", "docker")
+    env = {**sandbox, "FAKE_CONCURRENCY": "10", "CONFIRM": "0"}
+    result = subprocess.run(
+        ["bash", str(infra / "deploy.sh"), "stack"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "reserving generator 0, gateway 0" in result.stderr
+
+
 def test_deploy_frontend_uploads_the_page_with_the_gateway_url(sandbox: dict[str, str]) -> None:
     install(sandbox, "aws")
     result = make(sandbox, "deploy-frontend")
@@ -245,6 +344,26 @@ def test_deploy_frontend_uploads_the_page_with_the_gateway_url(sandbox: dict[str
     assert match["url"] == GATEWAY_URL.rstrip("/")
     assert set(_digest(uploaded)) == set(_digest(FRONTEND))
     assert "https://d111111abcdef8.cloudfront.net/" in result.stderr  # where to look
+
+
+@pytest.mark.parametrize(
+    ("page_gateway", "expected"),
+    [
+        ("https://d2222222abcdef8.cloudfront.net/", "https://d2222222abcdef8.cloudfront.net"),
+        ("None", GATEWAY_URL.rstrip("/")),  # a stack from before PageGatewayUrl
+    ],
+)
+def test_deploy_frontend_points_the_page_where_the_stack_says(
+    sandbox: dict[str, str], page_gateway: str, expected: str
+) -> None:
+    """PageGatewayUrl: the edge distribution in front of the gateway (EdgeRateLimit,
+    EdgeWebAclArn), else the gateway itself."""
+    install(sandbox, "aws")
+    result = make({**sandbox, "FAKE_PAGE_GATEWAY": page_gateway}, "deploy-frontend")
+    assert result.returncode == 0, result.stderr
+    match = CONFIG_SHAPE.search((Path(sandbox["FAKE_S3"]) / "config.js").read_text())
+    assert match is not None
+    assert match["url"] == expected
 
 
 def test_destroy_asks_first_then_empties_the_bucket_and_deletes(sandbox: dict[str, str]) -> None:

@@ -198,6 +198,40 @@ def test_the_page_server_takes_the_gateway_from_the_environment(tmp_path: Path) 
     assert 'location.hostname + ":8123"' in config
 
 
+def csp(response: httpx.Response) -> dict[str, list[str]]:
+    parts = [part.split() for part in response.headers["content-security-policy"].split(";")]
+    return {name: sources for name, *sources in parts if name}
+
+
+def test_the_page_server_sends_the_security_headers_on_every_answer(tmp_path: Path) -> None:
+    """The page, its scripts, its config and a miss alike: the CSP lets the page reach
+    the gateway it was pointed at, and nothing else."""
+    with page(tmp_path, "--gateway-url=http://gw.example:9000/base") as url:
+        answers = [httpx.get(url + path) for path in ("/", "/app.js", "/config.js", "/nope.js")]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 404]
+    for answer in answers:
+        directives = csp(answer)
+        assert directives["connect-src"] == ["'self'", "http://gw.example:9000"]
+        assert directives["script-src"] == ["'self'"]
+        assert directives["style-src"] == ["'self'"]
+        assert directives["frame-ancestors"] == ["'none'"]
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["x-frame-options"] == "DENY"
+    assert answers[1].headers["content-type"].startswith("text/javascript")
+
+
+def test_the_page_server_csp_follows_the_host_the_page_was_opened_with(tmp_path: Path) -> None:
+    """No fixed gateway URL: config.js names this host on GATEWAY_PORT, so does the CSP."""
+    env = {"GATEWAY_PORT": "8123", "PATH": "/usr/bin:/bin"}
+    with page(tmp_path, env=env) as url:
+        port = url.rsplit(":", 1)[1]
+        by_ip = httpx.get(url + "/")
+        by_name = httpx.get(url + "/", headers={"Host": f"localhost:{port}"})
+    assert csp(by_ip)["connect-src"] == ["'self'", "http://127.0.0.1:8123"]
+    assert csp(by_name)["connect-src"] == ["'self'", "http://localhost:8123"]
+
+
 def test_the_page_server_refuses_a_folder_without_a_page(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(SCRIPTS / "page_server.py"), f"--frontend={tmp_path}"],
