@@ -55,6 +55,13 @@ class Settings(GenerationLimits, BaseSettings):
         "loads the model's safetensors in DTYPE; `auto` = `lowbit` on CPUs with native "
         "bfloat16 when the model directory has them and DTYPE is auto, else `full`.",
     )
+    decoder: Literal["auto", "native", "transformers"] = Field(
+        "auto",
+        description="`native` decodes Llama-family models (Llama, Mistral, Qwen2: the "
+        "default model's) with the generator's own batch-invariant decoder; "
+        "`transformers` with transformers' modeling code (every other architecture); "
+        "`auto` = native where it applies.",
+    )
     torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads on CPU; 0 keeps torch's default."
     )

@@ -3,7 +3,7 @@
 The server never decodes a request by itself: every running generation is a row of the
 scheduler's batch (`generator.decode.scheduler`). This is that path for a batch of one
 row, without the scheduler's thread, queue or streaming around it: the prompt through
-`prefill`, then `DecodeBatch.step` for each further token, sampled by the request's
+the decoder's `prefill`, then its batch's `step` for each further token, sampled by the request's
 own `Sampler`. Tests compare what the server streams with it (a batched row must decode
 to what it decodes alone), and the benchmark's "engine alone" row times it.
 """
@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from generator.decode.batch import DecodeBatch, mergeable
-from generator.decode.prompt import prefill
 from generator.decode.sampling import Sampler
 from generator.weights.loaded import LoadedModel
 
@@ -31,8 +29,8 @@ def decode_alone(
     """Yield the generated token ids one at a time, ending after EOS or `max_new_tokens`;
     `on_forward` is called before each forward pass (the prefill included)."""
     on_forward()
-    logits, cache = prefill(lm, prompt_ids)
-    batch = DecodeBatch(lm, shared=mergeable(cache, len(prompt_ids)))
+    logits, cache = lm.decoder.prefill(prompt_ids, reserve=max_new_tokens)
+    batch = lm.decoder.open_batch(cache, len(prompt_ids))
     batch.add(cache, len(prompt_ids))
     for step in range(max_new_tokens):
         token = sampler(logits)

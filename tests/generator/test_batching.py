@@ -1,8 +1,10 @@
 """Concurrent generations decode as rows of one batch: each row exactly as if alone.
 
-float32 throughout, so a row batched with others must produce the very tokens it
-produces alone (in bfloat16 the padding a batch gives a row may change the last bits,
-see `generator.decode.batch`).
+float32 throughout, through transformers' modeling code (the tiny GPT-2, and the default
+model with `DECODER=transformers`), so a row batched with others must produce the very
+tokens it produces alone (in bfloat16 the padding a batch gives a row may change the
+last bits there, see `generator.decode.batch`; the native decoder is bit for bit
+batch-invariant in every precision: `test_native_decoder.py`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import torch
 from devtools.metrics import metric
 from devtools.processes import ServerProcess
 from devtools.reference import decode_alone
-from generator.decode.batch import DecodeBatch, mergeable
-from generator.decode.prompt import encode_prompt, prefill
+from generator.decode.batch import DecodeBatch, TransformersDecoder, mergeable
+from generator.decode.prompt import encode_prompt
 from generator.decode.rows import Row
 from generator.decode.sampling import Sampler
 from generator.metrics import GeneratorMetrics
@@ -61,7 +63,7 @@ BODIES: list[dict[str, Any]] = [
 
 @pytest.fixture(scope="module")
 def real_float32(default_model_dir):
-    return load(Settings(model=str(default_model_dir), dtype="float32"))
+    return load(Settings(model=str(default_model_dir), dtype="float32", decoder="transformers"))
 
 
 def solo_greedy(lm, prompt: str, tokens: int) -> list[int]:
@@ -74,6 +76,8 @@ def solo_greedy(lm, prompt: str, tokens: int) -> list[int]:
 @torch.inference_mode()
 def test_rows_joining_and_leaving_decode_exactly_as_alone(real_float32):
     lm = real_float32
+    decoder = lm.decoder
+    assert isinstance(decoder, TransformersDecoder)
     # (prompt, joins at step, tokens): shorter and longer prompts than the batch so far.
     plan = [
         ("Once upon a time", 0, 16),
@@ -83,7 +87,7 @@ def test_rows_joining_and_leaving_decode_exactly_as_alone(real_float32):
         ("List three colors:", 4, 6),
     ]
     expected = [solo_greedy(lm, prompt, tokens) for prompt, _, tokens in plan]
-    batch = DecodeBatch(lm, shared=True)
+    batch = DecodeBatch(decoder.model, decoder.device, shared=True)
     rows: list[tuple[int, list[int]]] = []  # (plan index, tokens so far), in batch order
     prompt_lengths: dict[int, int] = {}
     finished: dict[int, list[int]] = {}
@@ -92,7 +96,7 @@ def test_rows_joining_and_leaving_decode_exactly_as_alone(real_float32):
         for i, (prompt, joins_at, _) in enumerate(plan):
             if joins_at == step:
                 ids = encode_prompt(lm, GenerateRequest(prompt=prompt), 64)
-                logits, cache = prefill(lm, ids)
+                logits, cache = decoder.prefill(ids)
                 assert mergeable(cache, len(ids))
                 batch.add(cache, len(ids))
                 prompt_lengths[i] = len(ids)
@@ -341,7 +345,7 @@ async def test_rows_whose_cache_cannot_be_merged_run_side_by_side(sliding_window
     engine = sliding_window_engine
     lm = engine.loaded
     with torch.inference_mode():
-        _, cache = prefill(lm, [1, 2, 3])
+        _, cache = lm.decoder.prefill([1, 2, 3])
     assert not mergeable(cache, 3)
     bodies = BODIES[:3]
     alone = [await run(engine, body) for body in bodies]

@@ -17,6 +17,7 @@ from generator.weights.lowbit import (
     cpu_kernels_available,
     read_lowbit_model,
 )
+from generator.weights.llama import Dense
 from support.models import build_tiny_llama
 
 pytestmark = pytest.mark.skipif(not cpu_kernels_available(), reason="no low-bit CPU kernels")
@@ -57,16 +58,39 @@ def test_low_bit_model_predicts_what_the_full_model_predicts(tiny_llama) -> None
     assert correlation > 0.98, correlation
 
 
+def test_the_native_decoder_computes_the_low_bit_model_as_transformers_does(tiny_llama) -> None:
+    from generator.settings import Settings
+    from generator.weights.loaded import load
+
+    directory, _ = tiny_llama
+    ids = list(range(100, 140))
+    native = load(Settings(model=str(directory), weights="lowbit", decoder="native"))
+    reference = load(Settings(model=str(directory), weights="lowbit", decoder="transformers"))
+    with torch.inference_mode():
+        got = native.decoder.logits(ids).float()
+        expected = reference.decoder.logits(ids).float()
+    # The same 4-bit weights and bfloat16 activations; only the order of a few roundings
+    # differs (fused projections, torch's RMSNorm).
+    torch.testing.assert_close(got, expected, rtol=0.05, atol=0.05)
+
+
 def test_weights_setting_chooses_what_is_served(tiny_llama, tiny_model_dir: Path) -> None:
     from generator.settings import Settings
     from generator.weights.loaded import load
     from streamkit.errors import ModelUnavailable
 
     directory, _ = tiny_llama
-    assert load(Settings(model=str(directory), weights="lowbit")).weights == "lowbit"
+    lowbit = load(Settings(model=str(directory), weights="lowbit"))
+    assert lowbit.weights == "lowbit"
+    assert isinstance(lowbit.model.head, Int8Linear)
     full = load(Settings(model=str(directory), weights="full", dtype="float32"))
     assert full.weights == "float32"
-    assert isinstance(full.model.get_submodule("lm_head"), torch.nn.Linear)
+    assert isinstance(full.model.head, Dense)
+    assert full.model.head.weight.dtype == torch.float32
+    transformers_full = load(
+        Settings(model=str(directory), weights="full", dtype="float32", decoder="transformers")
+    )
+    assert isinstance(transformers_full.model.get_submodule("lm_head"), torch.nn.Linear)
     # An explicit precision means the full weights, in that precision.
     assert load(Settings(model=str(directory), dtype="float32")).weights == "float32"
     with pytest.raises(ModelUnavailable, match="WEIGHTS=lowbit"):

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
+from generator.decode.llama import LlamaDecoder
 from generator.prepare.quality import GATE, Scores, compare, int8_dynamic, load_for_gate, score
 
 pytestmark = pytest.mark.real_model
@@ -19,8 +21,8 @@ pytestmark = pytest.mark.real_model
 
 @pytest.fixture(scope="module")
 def reference(default_model_dir: Path) -> tuple[Any, Any, Scores]:
-    model, tokenizer = load_for_gate(str(default_model_dir), "float32")
-    return model, tokenizer, score(model, tokenizer)
+    decoder, tokenizer = load_for_gate(str(default_model_dir), "float32")
+    return decoder, tokenizer, score(decoder, tokenizer)
 
 
 def test_float32_reference_is_a_working_model(reference) -> None:
@@ -32,28 +34,36 @@ def test_float32_reference_is_a_working_model(reference) -> None:
 
 def test_bfloat16_passes_the_gate(default_model_dir: Path, reference) -> None:
     _, tokenizer, ref_scores = reference
-    model, _ = load_for_gate(str(default_model_dir), "bfloat16")
-    assert str(next(model.parameters()).dtype) == "torch.bfloat16"
-    result = compare(ref_scores, score(model, tokenizer))
+    decoder, _ = load_for_gate(str(default_model_dir), "bfloat16")
+    assert isinstance(decoder, LlamaDecoder), "the default model is served natively"
+    assert decoder.weights.dtype == torch.bfloat16
+    result = compare(ref_scores, score(decoder, tokenizer))
     assert result.perplexity_ratio <= GATE.max_perplexity_ratio, result
     assert result.top1_agreement >= GATE.min_top1_agreement, result
     assert result.passes()
 
 
-def test_naive_dynamic_int8_fails_the_gate(reference) -> None:
-    model, tokenizer, ref_scores = reference
-    result = compare(ref_scores, score(int8_dynamic(model), tokenizer))
+def test_naive_dynamic_int8_fails_the_gate(default_model_dir: Path, reference) -> None:
+    _, tokenizer, ref_scores = reference
+    result = compare(ref_scores, score(int8_dynamic(str(default_model_dir)), tokenizer))
     assert not result.passes(), result
     assert result.top1_agreement < GATE.min_top1_agreement, result
 
 
-def test_default_lowbit_weights_pass_the_gate(default_model_dir: Path, reference) -> None:
-    from generator.weights.lowbit import Int4Linear, cpu_kernels_available, read_lowbit_model
+@pytest.mark.parametrize("decoder_setting", ["native", "transformers"])
+def test_default_lowbit_weights_pass_the_gate(
+    default_model_dir: Path, reference, decoder_setting: str
+) -> None:
+    from generator.weights.lowbit import Int4Linear, cpu_kernels_available
 
     if not cpu_kernels_available():
         pytest.skip("this torch build has no low-bit CPU kernels")
     _, tokenizer, ref_scores = reference
-    model = read_lowbit_model(default_model_dir)
-    assert isinstance(model.get_submodule("model.layers.0.self_attn.q_proj"), Int4Linear)
-    result = compare(ref_scores, score(model, tokenizer))
+    decoder, _ = load_for_gate(str(default_model_dir), "lowbit", decoder=decoder_setting)
+    if isinstance(decoder, LlamaDecoder):
+        assert isinstance(decoder.weights.layers[0].qkv, Int4Linear)
+    else:
+        layer = decoder.model.get_submodule("model.layers.0.self_attn.q_proj")  # type: ignore[attr-defined]
+        assert isinstance(layer, Int4Linear)
+    result = compare(ref_scores, score(decoder, tokenizer))
     assert result.passes(), result

@@ -42,7 +42,29 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from generator.weights.loaded import LoadedModel
+
+
+class TransformersDecoder:
+    """`generator.decode.decoder.Decoder` for any Hugging Face causal LM."""
+
+    def __init__(self, model: Any, device: str) -> None:
+        self.model = model
+        self.device = device
+
+    def prefill(self, prompt_ids: list[int], reserve: int = 0) -> tuple[torch.Tensor, Any]:
+        input_ids = torch.tensor([prompt_ids], device=self.device)
+        output = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+        return output.logits[:, -1, :], output.cache
+
+    def logits(self, ids: list[int]) -> torch.Tensor:
+        logits: torch.Tensor = self.model(input_ids=torch.tensor([ids], device=self.device)).logits
+        return logits[0]
+
+    def mergeable(self, cache: Any, length: int) -> bool:
+        return mergeable(cache, length)
+
+    def open_batch(self, cache: Any, length: int) -> DecodeBatch:
+        return DecodeBatch(self.model, self.device, shared=mergeable(cache, length))
 
 
 def mergeable(cache: Any, length: int) -> bool:
@@ -63,12 +85,13 @@ class DecodeBatch:
     Not thread-safe: one thread (the scheduler) owns a batch.
     """
 
-    def __init__(self, lm: LoadedModel, shared: bool) -> None:
-        self.lm = lm
+    def __init__(self, model: Any, device: str, shared: bool) -> None:
+        self.model = model
+        self.device = device
         self.shared = shared  # False: holds a single row whose cache cannot be merged
         self._cache: Any = None
-        self._mask = torch.zeros((0, 0), dtype=torch.bool, device=lm.device)
-        self._positions = torch.zeros(0, dtype=torch.long, device=lm.device)
+        self._mask = torch.zeros((0, 0), dtype=torch.bool, device=device)
+        self._positions = torch.zeros(0, dtype=torch.long, device=device)
 
     @property
     def size(self) -> int:
@@ -83,7 +106,7 @@ class DecodeBatch:
         """Append a prefilled row (its batch-1 `cache` of `length` prompt tokens)."""
         if self.size == 0:
             self._cache = cache
-            self._mask = torch.ones((1, length), dtype=torch.bool, device=self.lm.device)
+            self._mask = torch.ones((1, length), dtype=torch.bool, device=self.device)
         else:
             if not self.shared:
                 raise ValueError("this batch holds a cache that cannot be shared")
@@ -97,11 +120,11 @@ class DecodeBatch:
                 )
                 for mine, theirs in zip(self._cache.layers, cache.layers, strict=True)
             ]
-            row = torch.ones((1, length), dtype=torch.bool, device=self.lm.device)
+            row = torch.ones((1, length), dtype=torch.bool, device=self.device)
             self._mask = torch.cat([_pad_left(self._mask, width), _pad_left(row, width)])
             for layer, (keys, values) in zip(self._cache.layers, stacked, strict=True):
                 layer.keys, layer.values = keys, values
-        position = torch.tensor([length], dtype=torch.long, device=self.lm.device)
+        position = torch.tensor([length], dtype=torch.long, device=self.device)
         self._positions = torch.cat([self._positions, position])
 
     def step(self, tokens: list[int]) -> torch.Tensor:
@@ -109,10 +132,10 @@ class DecodeBatch:
         token's logits for every row, [rows, vocab]."""
         if len(tokens) != self.size:
             raise ValueError(f"{len(tokens)} tokens for {self.size} rows")
-        input_ids = torch.tensor(tokens, device=self.lm.device).unsqueeze(1)
-        column = torch.ones((self.size, 1), dtype=torch.bool, device=self.lm.device)
+        input_ids = torch.tensor(tokens, device=self.device).unsqueeze(1)
+        column = torch.ones((self.size, 1), dtype=torch.bool, device=self.device)
         mask = torch.cat([self._mask, column], dim=1)
-        output = self.lm.model(
+        output = self.model(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=self._positions.unsqueeze(1),
@@ -134,7 +157,7 @@ class DecodeBatch:
             self._mask = self._mask[:0, :0]
             self._positions = self._positions[:0]
             return
-        index = torch.tensor(rows, dtype=torch.long, device=self.lm.device)
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
         mask = self._mask.index_select(0, index)
         # Left padding is a prefix of each row: the first column any row uses is where
         # the kept rows' real tokens begin.

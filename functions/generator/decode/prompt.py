@@ -1,15 +1,12 @@
-"""A request's prompt on its way into the model: its token ids, then its KV cache.
+"""A request's prompt on its way into the model: its token ids.
 
-Both run per request: `encode_prompt` on a worker thread when the request is accepted
-(so a prompt that does not fit is refused before the stream starts), `prefill` on the
-scheduler thread when the row joins the batch.
+`encode_prompt` runs on a worker thread when the request is accepted, so a prompt that
+does not fit is refused before the stream starts; the scheduler thread prefills it
+(`generator.decode.decoder.Decoder.prefill`) when the row joins the batch.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 from jinja2 import TemplateError
 
 from generator.weights.loaded import LoadedModel
@@ -65,11 +62,3 @@ def encode_prompt(lm: LoadedModel, request: GenerationParams, max_new_tokens: in
             f"model's context of {lm.context_length} tokens",
         )
     return [int(i) for i in ids]
-
-
-def prefill(lm: LoadedModel, prompt_ids: list[int]) -> tuple[torch.Tensor, Any]:
-    """Run the whole prompt through the model (batch 1): (last position's logits
-    [1, vocab], the KV cache holding the prompt)."""
-    input_ids = torch.tensor([prompt_ids], device=lm.device)
-    output = lm.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
-    return output.logits[:, -1, :], output.cache

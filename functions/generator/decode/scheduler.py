@@ -3,8 +3,8 @@
 Each iteration of its loop:
 
 1. admits the rows submitted since the last one — each prompt is prefilled alone
-   (batch 1), its first token sampled and streamed at once, and its KV cache merged
-   into the shared `DecodeBatch`;
+   (batch 1), its first token sampled and streamed at once, and its KV cache joins
+   the shared batch (`generator.decode.decoder.Batch`);
 2. drops rows whose client went away (their `cancel` is set), before spending a
    forward pass on them;
 3. runs one batched forward pass: the newest token of every row;
@@ -27,7 +27,8 @@ interpreter tears down aborts the process.
 batched step however many rows it serves — so it stops growing when the last
 client goes away.
 
-Models whose KV cache cannot be merged (see `generator.decode.batch.mergeable`) get a
+Models whose KV cache cannot be merged (see `generator.decode.batch.mergeable`; the
+native decoder's always can) get a
 batch of their own per row: still one thread and one forward pass per row per
 iteration, round robin, just without sharing.
 """
@@ -43,8 +44,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from generator.decode.batch import DecodeBatch, mergeable
-from generator.decode.prompt import prefill
+from generator.decode.decoder import Batch
 from generator.decode.rows import Row
 from generator.metrics import GeneratorMetrics
 from generator.weights.loaded import LoadedModel
@@ -56,7 +56,7 @@ log = logging.getLogger("generator.scheduler")
 class _Lane:
     """A batch and its rows (row i of `rows` is row i of `batch`)."""
 
-    batch: DecodeBatch
+    batch: Batch
     rows: list[Row] = field(default_factory=list)
 
 
@@ -127,15 +127,15 @@ class Scheduler:
         self._metrics.prompt_tokens.inc(len(row.prompt_ids))
         try:
             self._metrics.decode_steps.inc()
-            logits, cache = prefill(self._lm, row.prompt_ids)
+            decoder = self._lm.decoder
+            logits, cache = decoder.prefill(row.prompt_ids, reserve=row.job.max_new_tokens)
             if row.push(row.sample(logits)):
                 self._retire(row)
                 return
             length = len(row.prompt_ids)
-            shared = mergeable(cache, length)
-            lane = self._shared_lane() if shared else None
+            lane = self._shared_lane() if decoder.mergeable(cache, length) else None
             if lane is None:
-                lane = _Lane(DecodeBatch(self._lm, shared=shared))
+                lane = _Lane(decoder.open_batch(cache, length))
                 self._lanes.append(lane)
             lane.batch.add(cache, length)
             lane.rows.append(row)

@@ -19,9 +19,12 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from generator.decode.decoder import Decoder
 
 # Short original passages of different kinds (narrative, technical, instructions,
 # dialogue, facts, code), so the gate does not hinge on one style of text.
@@ -99,14 +102,13 @@ class Comparison:
 
 
 @torch.inference_mode()
-def score(model: Any, tokenizer: Any, texts: tuple[str, ...] = QUALITY_TEXTS) -> Scores:
+def score(decoder: Decoder, tokenizer: Any, texts: tuple[str, ...] = QUALITY_TEXTS) -> Scores:
     """Teacher-forced negative log-likelihood and top-1 predictions over `texts`."""
     nll_sum, tokens, predictions = 0.0, 0, []
-    device = next(model.parameters()).device
     for text in texts:
-        ids = torch.tensor([tokenizer(text)["input_ids"]], device=device)
-        logits = model(input_ids=ids).logits[0, :-1].float()
-        targets = ids[0, 1:]
+        ids = [int(i) for i in tokenizer(text)["input_ids"]]
+        logits = decoder.logits(ids)[:-1].float()
+        targets = torch.tensor(ids[1:], device=logits.device)
         nll_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
         tokens += int(targets.numel())
         predictions.append(logits.argmax(dim=-1).cpu())
@@ -122,27 +124,33 @@ def compare(reference: Scores, candidate: Scores) -> Comparison:
     )
 
 
-def load_for_gate(model: str, precision: str) -> tuple[Any, Any]:
-    """The model and tokenizer loaded exactly as the generator loads them, in one
+def load_for_gate(model: str, precision: str, decoder: str = "auto") -> tuple[Decoder, Any]:
+    """The decoder and tokenizer loaded exactly as the generator loads them, in one
     precision: a dtype name, or `lowbit` (`generator.settings.precision_settings`)."""
     from generator.settings import Settings, precision_settings
     from generator.weights.loaded import load
 
-    lm = load(Settings(model=model, **precision_settings(precision)))  # type: ignore[arg-type]
-    return lm.model, lm.tokenizer
+    settings = Settings(model=model, decoder=decoder, **precision_settings(precision))  # type: ignore[arg-type]
+    lm = load(settings)
+    return lm.decoder, lm.tokenizer
 
 
-def int8_dynamic(model: Any) -> Any:
-    """Naive dynamic int8 (weights and activations) of every nn.Linear: the negative control."""
-    import copy
+def int8_dynamic(model: str) -> Decoder:
+    """Naive dynamic int8 (weights and activations) of every nn.Linear of the float32
+    model (transformers' modeling code): the negative control."""
     import warnings
 
     from torch.ao.quantization import quantize_dynamic
 
+    from generator.decode.batch import TransformersDecoder
+
+    reference, _ = load_for_gate(model, "float32", decoder="transformers")
+    float32 = cast(TransformersDecoder, reference).model
     quantize: Any = quantize_dynamic  # untyped upstream
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's own deprecation notice for this API
-        return quantize(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+        quantized = quantize(float32, {torch.nn.Linear}, dtype=torch.qint8)
+    return TransformersDecoder(quantized, "cpu")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,17 +164,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--int8-dynamic", action="store_true", help="also score naive int8")
     args = parser.parse_args(argv)
 
-    reference_model, tokenizer = load_for_gate(args.model, "float32")
-    reference = score(reference_model, tokenizer)
+    reference_decoder, tokenizer = load_for_gate(args.model, "float32")
+    reference = score(reference_decoder, tokenizer)
     print(f"{'candidate':14}{'perplexity':>12}{'ratio':>8}{'top-1 agree':>13}  gate")
     print(f"{'float32':14}{reference.perplexity:>12.4f}{1:>8.3f}{1:>13.3f}  reference")
-    candidates: list[tuple[str, Any]] = []
+    candidates: list[tuple[str, Decoder]] = []
     for dtype in args.dtype or ["bfloat16", "lowbit"]:
         candidates.append((dtype, load_for_gate(args.model, dtype)[0]))
     if args.int8_dynamic:
-        candidates.append(("int8-dynamic", int8_dynamic(reference_model)))
-    for name, model in candidates:
-        result = compare(reference, score(model, tokenizer))
+        candidates.append(("int8-dynamic", int8_dynamic(args.model)))
+    for name, decoder in candidates:
+        result = compare(reference, score(decoder, tokenizer))
         verdict = "pass" if result.passes() else "FAIL"
         print(
             f"{name:14}{result.perplexity:>12.4f}{result.perplexity_ratio:>8.3f}"

@@ -1,8 +1,11 @@
 """The model as start-up loads it: `load(settings)` is the one way a process gets a model.
 
-It resolves where and in what precision to serve (`DEVICE`, `DTYPE`, `WEIGHTS`), reads
-the tokenizer and the weights (`generator.weights.checkpoint`, or the low-bit file,
-`generator.weights.lowbit`), and works out which tokens end a completion.
+It resolves where and in what precision to serve (`DEVICE`, `DTYPE`, `WEIGHTS`) and
+with which decoder (`DECODER`): the native one for the Llama family
+(`generator.weights.llama`, `generator.decode.llama`), which never imports transformers'
+modeling code, or transformers' (`generator.weights.checkpoint`, with the low-bit layers
+of `generator.weights.lowbit` swapped in). It reads the tokenizer and works out which
+tokens end a completion.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from typing import Any
 
 import torch
 
+from generator.decode.decoder import Decoder
+from generator.decode.llama import LlamaDecoder
 from generator.settings import Settings
-from generator.weights.checkpoint import read_causal_lm, read_tokenizer
-from generator.weights.lowbit import cpu_has_bfloat16, read_lowbit_model, serves_lowbit
+from generator.weights.checkpoint import read_tokenizer
+from generator.weights.llama import WEIGHTS_FILE, LlamaConfig, read_generation_eos, read_llama
+from generator.weights.lowbit import LOWBIT_FILE, cpu_has_bfloat16, serves_lowbit
 from streamkit.errors import ModelUnavailable
 
 # Tokens that end a completion in every GPT-2-family vocabulary, in addition to the
@@ -25,11 +31,13 @@ _EXTRA_EOS_TOKENS = ("<|endoftext|>",)
 
 @dataclass(frozen=True)
 class LoadedModel:
+    # The weights: `LlamaWeights` for the native decoder, else transformers' model.
     model: Any
     tokenizer: Any
     device: str
     eos_ids: frozenset[int]
     context_length: int
+    decoder: Decoder
     # What the weights are served as: "lowbit" (4-bit layers, int8 head) or a dtype name.
     weights: str = "float32"
 
@@ -82,18 +90,31 @@ def load(settings: Settings) -> LoadedModel:
     dtype = resolve_dtype(settings.dtype, device)
     precision = served_precision(settings)
     tokenizer = read_tokenizer(settings.model)
+    directory = Path(settings.model).expanduser()
+    llama = native_config(settings)
     model: Any
-    if precision == "lowbit":
-        model = read_lowbit_model(Path(settings.model).expanduser())
+    decoder: Decoder
+    if llama is not None:
+        model = read_llama(directory, llama, precision, device)
+        decoder = LlamaDecoder(model)
+        configured_eos = read_generation_eos(directory)
+        context_length = llama.context_length
     else:
-        model = read_causal_lm(settings.model, dtype)
-        model.to(device).eval()
+        # Imported only here: transformers' modeling code costs a cold start seconds.
+        from generator.decode.batch import TransformersDecoder
+        from generator.weights.checkpoint import read_causal_lm
+        from generator.weights.lowbit import read_lowbit_model
 
-    eos_ids = {
-        int(i)
-        for i in [*_as_list(model.generation_config.eos_token_id), tokenizer.eos_token_id]
-        if i is not None
-    }
+        if precision == "lowbit":
+            model = read_lowbit_model(directory)
+        else:
+            model = read_causal_lm(settings.model, dtype)
+            model.to(device).eval()
+        decoder = TransformersDecoder(model, device)
+        configured_eos = _as_list(model.generation_config.eos_token_id)
+        context_length = int(model.config.max_position_embeddings)
+
+    eos_ids = {int(i) for i in [*configured_eos, tokenizer.eos_token_id] if i is not None}
     for token in _EXTRA_EOS_TOKENS:
         if token in tokenizer.all_special_tokens:
             eos_ids.update(_as_list(tokenizer.convert_tokens_to_ids(token)))
@@ -102,9 +123,28 @@ def load(settings: Settings) -> LoadedModel:
         tokenizer=tokenizer,
         device=device,
         eos_ids=frozenset(eos_ids),
-        context_length=int(model.config.max_position_embeddings),
+        context_length=context_length,
+        decoder=decoder,
         weights=precision,
     )
+
+
+def native_config(settings: Settings) -> LlamaConfig | None:
+    """The model's config when the native decoder serves it (`DECODER`), else None."""
+    directory = Path(settings.model).expanduser()
+    if settings.decoder == "transformers" or not directory.is_dir():
+        config = None
+    else:
+        config = LlamaConfig.read(directory)
+        served = LOWBIT_FILE if served_precision(settings) == "lowbit" else WEIGHTS_FILE
+        if config is not None and not (directory / served).is_file():
+            config = None
+    if settings.decoder == "native" and config is None:
+        raise ModelUnavailable(
+            f"DECODER=native serves a local directory of a Llama-family model (llama, "
+            f"mistral, qwen2 with default rotary positions); {settings.model} is not one"
+        )
+    return config
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -1,0 +1,253 @@
+"""The Llama family's weights as the native decoder computes with them, read without transformers.
+
+The default model (SmolLM2) is a Llama: RMSNorm, rotary positions, grouped-query
+attention, a SwiGLU MLP. So are Mistral and Qwen2 (Qwen2 adds a bias to the query, key
+and value projections). `LlamaConfig.read` recognises such a directory from its
+`config.json` alone; anything it does not cover exactly (other rotary scalings, sliding
+windows, MLP biases, other activations) is left to the transformers path.
+
+`read_llama` reads the weights into what the decoder (`generator.decode.llama`) needs,
+and nothing else: per layer one fused query-key-value projection and one fused
+gate-up projection (one matmul each instead of three and two), the norms, the token
+embeddings and the output head. From `lowbit.safetensors` the projections are the
+4-bit blocks and the head the int8 rows (`generator.weights.lowbit`); from
+`model.safetensors` they are dense tensors in the served dtype.
+
+Importing this module imports neither transformers nor its modeling code: a cold start
+pays for torch, safetensors and the tokenizer only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from generator.weights.lowbit import ACTIVATION_DTYPE, LOWBIT_FILE, Int4Linear, Int8Linear
+
+WEIGHTS_FILE = "model.safetensors"
+# Architectures whose decoder layer is exactly the one `generator.decode.llama` computes.
+_FAMILY = frozenset({"llama", "mistral", "qwen2"})
+
+Projection = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    context_length: int
+    tied_embeddings: bool
+
+    @classmethod
+    def read(cls, directory: Path) -> LlamaConfig | None:
+        """The config of a directory the native decoder computes exactly; else None."""
+        try:
+            config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(config, dict) or config.get("model_type") not in _FAMILY:
+            return None
+        rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        theta = rope.get("rope_theta", config.get("rope_theta", 10000.0))
+        window = config.get("sliding_window")
+        uses_window = window is not None and config.get("use_sliding_window", True)
+        if (
+            rope_type != "default"
+            or config.get("hidden_act", "silu") != "silu"
+            or config.get("mlp_bias", False)
+            or uses_window
+            or "quantization_config" in config
+            or "auto_map" in config
+        ):
+            return None
+        heads = int(config["num_attention_heads"])
+        hidden = int(config["hidden_size"])
+        return cls(
+            vocab_size=int(config["vocab_size"]),
+            hidden_size=hidden,
+            intermediate_size=int(config["intermediate_size"]),
+            layers=int(config["num_hidden_layers"]),
+            heads=heads,
+            kv_heads=int(config.get("num_key_value_heads") or heads),
+            head_dim=int(config.get("head_dim") or hidden // heads),
+            rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(theta),
+            context_length=int(config["max_position_embeddings"]),
+            tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+        )
+
+
+class Dense:
+    """y = x @ weight.T (+ bias) with a dense weight in the served dtype.
+
+    On CPU, torch's dense matrix products take a different kernel, with a different
+    summation order, depending on how many rows they multiply: measured here, float32
+    rows of a 1-3 or 5-7 row product differ in their last bits from the same rows in a
+    64-row one, bfloat16 rows of a 1-row product sometimes do. Padding every input to a
+    multiple of `ROWS` rows (zero rows, results dropped) keeps each row's result
+    independent of how many rows it came with — what makes a batched generation decode
+    exactly as it does alone. The 4-bit and int8 kernels need no padding: each row is
+    computed the same way whatever the batch (tested)."""
+
+    ROWS = 4
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        self.weight = weight
+        self.bias = bias
+        self._pad = weight.device.type == "cpu"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.shape[0]
+        missing = -rows % self.ROWS
+        if not self._pad or missing == 0:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        padded = torch.cat([x, x.new_zeros(missing, x.shape[1])])
+        return torch.nn.functional.linear(padded, self.weight, self.bias)[:rows]
+
+
+@dataclass
+class LlamaLayer:
+    input_norm: torch.Tensor
+    qkv: Projection  # [rows, hidden] → [rows, (heads + 2 * kv_heads) * head_dim]
+    output: Projection
+    post_norm: torch.Tensor
+    gate_up: Projection  # [rows, hidden] → [rows, 2 * intermediate]
+    down: Projection
+
+
+@dataclass
+class LlamaWeights:
+    config: LlamaConfig
+    embeddings: torch.Tensor  # [vocab, hidden]
+    layers: list[LlamaLayer]
+    norm: torch.Tensor
+    head: Projection  # [rows, hidden] → [rows, vocab]
+    dtype: torch.dtype  # of the activations
+    device: str
+
+
+def read_llama(
+    directory: Path, config: LlamaConfig, precision: str, device: str
+) -> LlamaWeights:
+    """The weights in `directory` as `precision` ("lowbit" or a dtype name) serves them."""
+    if precision == "lowbit":
+        return _from_lowbit(directory / LOWBIT_FILE, config)
+    return _from_dense(directory / WEIGHTS_FILE, config, getattr(torch, precision), device)
+
+
+def _from_lowbit(path: Path, config: LlamaConfig) -> LlamaWeights:
+    with safe_open(str(path), framework="pt") as stored:
+        tensors = {key: stored.get_tensor(key) for key in stored.keys()}  # noqa: SIM118
+        head_name = (stored.metadata() or {}).get("head", "lm_head")
+
+    def fused(*names: str) -> Int4Linear:
+        # 4-bit blocks run along the input dimension, so projections that share their
+        # input stack along the output dimension as they are.
+        parts = [_layer_tensors(tensors, name) for name in names]
+        biases = [part.get("bias") for part in parts]
+        bias = torch.cat(biases) if all(b is not None for b in biases) else None  # type: ignore[misc]
+        return Int4Linear(
+            torch.cat([part["codes"] for part in parts]),
+            torch.cat([part["steps"] for part in parts]),
+            torch.cat([part["minimums"] for part in parts]),
+            bias,
+        )
+
+    layers = []
+    for i in range(config.layers):
+        prefix = f"model.layers.{i}"
+        attention, mlp = f"{prefix}.self_attn", f"{prefix}.mlp"
+        layers.append(
+            LlamaLayer(
+                input_norm=tensors[f"{prefix}.input_layernorm.weight"],
+                qkv=fused(f"{attention}.q_proj", f"{attention}.k_proj", f"{attention}.v_proj"),
+                output=fused(f"{attention}.o_proj"),
+                post_norm=tensors[f"{prefix}.post_attention_layernorm.weight"],
+                gate_up=fused(f"{mlp}.gate_proj", f"{mlp}.up_proj"),
+                down=fused(f"{mlp}.down_proj"),
+            )
+        )
+    head = Int8Linear(tensors[f"{head_name}.codes"], tensors[f"{head_name}.scales"])
+    return LlamaWeights(
+        config=config,
+        embeddings=tensors["model.embed_tokens.weight"].to(ACTIVATION_DTYPE),
+        layers=layers,
+        norm=tensors["model.norm.weight"],
+        head=head,
+        dtype=ACTIVATION_DTYPE,
+        device="cpu",
+    )
+
+
+def _layer_tensors(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    prefix = f"{name}."
+    return {key[len(prefix) :]: t for key, t in tensors.items() if key.startswith(prefix)}
+
+
+def _from_dense(
+    path: Path, config: LlamaConfig, dtype: torch.dtype, device: str
+) -> LlamaWeights:
+    with safe_open(str(path), framework="pt") as stored:
+        names = set(stored.keys())
+
+        def tensor(name: str) -> torch.Tensor:
+            return stored.get_tensor(name).to(device=device, dtype=dtype)
+
+        def fused(*projections: str) -> Dense:
+            weight = torch.cat([tensor(f"{p}.weight") for p in projections])
+            with_bias = all(f"{p}.bias" in names for p in projections)
+            bias = torch.cat([tensor(f"{p}.bias") for p in projections]) if with_bias else None
+            return Dense(weight, bias)
+
+        layers = []
+        for i in range(config.layers):
+            prefix = f"model.layers.{i}"
+            attention, mlp = f"{prefix}.self_attn", f"{prefix}.mlp"
+            layers.append(
+                LlamaLayer(
+                    input_norm=tensor(f"{prefix}.input_layernorm.weight"),
+                    qkv=fused(f"{attention}.q_proj", f"{attention}.k_proj", f"{attention}.v_proj"),
+                    output=fused(f"{attention}.o_proj"),
+                    post_norm=tensor(f"{prefix}.post_attention_layernorm.weight"),
+                    gate_up=fused(f"{mlp}.gate_proj", f"{mlp}.up_proj"),
+                    down=fused(f"{mlp}.down_proj"),
+                )
+            )
+        embeddings = tensor("model.embed_tokens.weight")
+        head_weight = tensor("lm_head.weight") if "lm_head.weight" in names else embeddings
+        return LlamaWeights(
+            config=config,
+            embeddings=embeddings,
+            layers=layers,
+            norm=tensor("model.norm.weight"),
+            head=Dense(head_weight),
+            dtype=dtype,
+            device=device,
+        )
+
+
+def read_generation_eos(directory: Path) -> list[Any]:
+    """The end-of-sequence ids of `generation_config.json` (or `config.json`)."""
+    for name in ("generation_config.json", "config.json"):
+        try:
+            value = json.loads((directory / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, dict) and value.get("eos_token_id") is not None:
+            eos = value["eos_token_id"]
+            return list(eos) if isinstance(eos, list) else [eos]
+    return []
