@@ -17,16 +17,7 @@ from generator.weights.checkpoint import (
     WEIGHTS_FILE,
     causal_lm_class,
     read_causal_lm,
-    read_tokenizer,
 )
-
-TEXTS = (
-    "Hello, world",
-    " héllo 👋 世界 — naïve café",
-    "<|im_start|>user\nHi there<|im_end|>\n<|endoftext|>",
-    "def f(x):\n    return x * 2\n",
-)
-
 
 def _reference(directory: Path, dtype: torch.dtype) -> Any:
     from transformers import AutoModelForCausalLM
@@ -98,28 +89,6 @@ def test_directories_the_short_path_does_not_take(tiny_model_dir: Path, tmp_path
     shutil.copytree(tiny_model_dir, sharded)
     (sharded / WEIGHTS_FILE).rename(sharded / "model-00001-of-00001.safetensors")
     assert causal_lm_class(sharded) is None
-
-
-def test_tokenizer_behaves_like_auto_tokenizer(tiny_model_dir: Path) -> None:
-    from transformers import AutoTokenizer
-
-    tokenizer = read_tokenizer(str(tiny_model_dir))
-    reference = AutoTokenizer.from_pretrained(tiny_model_dir)
-    assert type(tokenizer).__name__ == "TokenizersBackend"
-    for text in TEXTS:
-        ids = tokenizer(text)["input_ids"]
-        assert ids == reference(text)["input_ids"], text
-        assert tokenizer.decode(ids) == reference.decode(ids) == text
-    assert tokenizer.all_special_tokens == reference.all_special_tokens
-    assert tokenizer.added_tokens_decoder == reference.added_tokens_decoder
-    assert (tokenizer.eos_token_id, tokenizer.bos_token_id) == (
-        reference.eos_token_id,
-        reference.bos_token_id,
-    )
-    chat = [{"role": "user", "content": "Hi 👋"}]
-    assert tokenizer.apply_chat_template(
-        chat, add_generation_prompt=True, tokenize=False
-    ) == reference.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
 
 
 def _rss_anon_mb() -> float:

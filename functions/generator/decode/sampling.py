@@ -1,30 +1,64 @@
 """Choosing the next token from logits: greedy, or seeded sampling with the usual warpers.
 
-Reuses transformers' logits processors so temperature/top-k/top-p/repetition
-penalty mean exactly what they mean in `generate()`; the frequency and presence
-penalties are OpenAI's (`OccurrencePenalty`). Each request owns a
-`torch.Generator`, so other requests never consume its random numbers, and its own
+Temperature, top-k, top-p and the repetition penalty compute exactly what transformers'
+logits processors compute in `generate()` (the same operations in the same order;
+`tests/generator/test_sampling.py` compares them bit for bit), written out here so that
+serving never imports transformers (its import alone costs a cold start ~1.4 s). The
+frequency and presence penalties are OpenAI's (`OccurrencePenalty`). Each request owns
+a `torch.Generator`, so other requests never consume its random numbers, and its own
 token history (prompt and sampled so far) for the repetition penalty: a seed
-reproduces the same text whatever else runs. (Exactly so in float32; in bfloat16 or
-low-bit weights the logits' last bits depend on the padding of the batch a request
-shares — see `generator.decode.batch` — so a near-tie can go the other way.)
+reproduces the same text whatever else runs. (Bit for bit on the native decoder, which
+is batch-invariant; through transformers' modeling code in bfloat16 or low-bit weights
+the logits' last bits depend on the padding of the batch a request shares — see
+`generator.decode.batch` — so a near-tie can go the other way.)
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import cast
+from collections.abc import Callable
+from functools import partial
 
 import torch
-from transformers import (
-    LogitsProcessorList,
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
 
 from streamkit.generation import GenerationParams
+
+
+Warper = Callable[[torch.Tensor], torch.Tensor]
+
+
+def repetition_penalty(scores: torch.Tensor, history: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Every token in `history` ([1, n]) once: a positive logit divided by `penalty`, a
+    negative one multiplied (transformers' `RepetitionPenaltyLogitsProcessor`)."""
+    vocab = scores.shape[-1]
+    # Ids beyond the head's vocabulary (an embedding table larger than the head) land
+    # on one extra column that is dropped again.
+    history = history.clamp(max=vocab)
+    padded = torch.nn.functional.pad(scores, (0, 1))
+    score = torch.gather(padded, 1, history)
+    score = torch.where(score < 0, score * penalty, score / penalty)
+    return padded.scatter(1, history, score)[..., :vocab]
+
+
+def temperature(scores: torch.Tensor, value: float) -> torch.Tensor:
+    return scores / value
+
+
+def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Only the `k` highest logits (and any tied with the k-th) stay."""
+    k = min(max(k, 1), scores.shape[-1])
+    kth = torch.topk(scores, k)[0][..., -1, None]
+    return scores.masked_fill(scores < kth, -torch.inf)
+
+
+def top_p(scores: torch.Tensor, p: float) -> torch.Tensor:
+    """The smallest set of most likely tokens whose probabilities add up to more than
+    `p` stays (at least the most likely one)."""
+    ascending, indices = torch.sort(scores, descending=False)
+    cumulative = ascending.softmax(dim=-1).cumsum(dim=-1)
+    remove = cumulative <= (1 - p)
+    remove[..., -1:] = False
+    return scores.masked_fill(remove.scatter(1, indices, remove), -torch.inf)
 
 
 class OccurrencePenalty:
@@ -73,18 +107,19 @@ class Sampler:
             self._occurrences = OccurrencePenalty(
                 request.frequency_penalty, request.presence_penalty
             )
-        self._processors = LogitsProcessorList()
         # Only the repetition penalty reads the tokens so far; without it none are kept.
         self._history: torch.Tensor | None = None
+        self._penalty = request.repetition_penalty
         if request.repetition_penalty != 1.0:
             self._history = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-            self._processors.append(RepetitionPenaltyLogitsProcessor(request.repetition_penalty))
+        # In transformers' order: repetition penalty, temperature, top-k, top-p.
+        self._warpers: list[Warper] = []
         if not self.greedy:
-            self._processors.append(TemperatureLogitsWarper(request.temperature))
+            self._warpers.append(partial(temperature, value=request.temperature))
             if request.top_k > 0:
-                self._processors.append(TopKLogitsWarper(request.top_k))
+                self._warpers.append(partial(top_k, k=request.top_k))
             if request.top_p < 1.0:
-                self._processors.append(TopPLogitsWarper(request.top_p))
+                self._warpers.append(partial(top_p, p=request.top_p))
         self._generator = torch.Generator(device=device)
         seed = request.seed if request.seed is not None else secrets.randbits(63)
         self._generator.manual_seed(seed)
@@ -102,10 +137,10 @@ class Sampler:
         if self._occurrences is not None:
             scores = self._occurrences(scores)
         processed = scores
-        if self._processors:
-            history = self._history
-            ids = history if history is not None else torch.empty((1, 0), dtype=torch.long)
-            processed = self._processors(cast(torch.LongTensor, ids), scores.clone())
+        if self._history is not None:
+            processed = repetition_penalty(processed, self._history, self._penalty)
+        for warp in self._warpers:
+            processed = warp(processed)
         token = _overflowed(scores, processed)
         if token is None:
             token = self._pick(processed)

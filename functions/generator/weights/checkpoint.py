@@ -11,8 +11,8 @@ tokenizer) this imports only that architecture's module and builds the objects d
   precision, they stay memory-mapped from the file (no copy, nothing resident until used).
   `from_pretrained` would give the same weights, but first compiles renaming rules for
   every architecture (~0.4 s of CPU here);
-- the tokenizer is `TokenizersBackend` (the class such a directory names), without
-  `AutoTokenizer`'s detour through the model config.
+- the tokenizer is `tokenizers`' own, read without transformers
+  (`generator.weights.tokenizer.PlainTokenizer`).
 
 Anything else (a hub id, sharded or quantized checkpoints, custom code, renamed keys, an
 architecture this can't resolve) goes through the generic `Auto*.from_pretrained` path.
@@ -29,23 +29,23 @@ from typing import Any
 
 import torch
 
+from generator.weights.tokenizer import PlainTokenizer
+
 log = logging.getLogger("generator.loading")  # the name its log lines have always carried
 
 WEIGHTS_FILE = "model.safetensors"
 # How transformers names causal-LM heads ("LMHeadModel": GPT-2 and its generation).
 _CAUSAL_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
-# Tokenizer classes that are `tokenizers`' own tokenizer.json as it is, no Python model.
-_PLAIN_TOKENIZER_CLASSES = frozenset({"TokenizersBackend", "PreTrainedTokenizerFast"})
 
 
 def read_tokenizer(model: str) -> Any:
+    """A plain local directory's tokenizer without transformers
+    (`generator.weights.tokenizer`); anything else through `AutoTokenizer`."""
     directory = _local_dir(model)
-    if directory is not None and (directory / "tokenizer.json").is_file():
-        config = _read_json(directory / "tokenizer_config.json")
-        if config.get("tokenizer_class") in _PLAIN_TOKENIZER_CLASSES:
-            from transformers.tokenization_utils_tokenizers import TokenizersBackend
-
-            return TokenizersBackend.from_pretrained(str(directory))
+    if directory is not None:
+        plain = PlainTokenizer.read(directory)
+        if plain is not None:
+            return plain
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model)

@@ -150,52 +150,64 @@ def read_llama(
 
 
 def _from_lowbit(path: Path, config: LlamaConfig) -> LlamaWeights:
-    with safe_open(str(path), framework="pt") as stored:
-        tensors = {key: stored.get_tensor(key) for key in stored.keys()}  # noqa: SIM118
+    # Read tensor by tensor (not mapped), each freed once repacked: the stored 4-bit
+    # codes never sit in memory all at once beside their repacked copy, which keeps the
+    # start's peak memory at about what serving holds.
+    with safe_open(str(path), framework="pt", backend="pread") as stored:
+        names = set(stored.keys())
         head_name = (stored.metadata() or {}).get("head", "lm_head")
 
-    def fused(*names: str) -> Int4Linear:
-        # 4-bit blocks run along the input dimension, so projections that share their
-        # input stack along the output dimension as they are.
-        parts = [_layer_tensors(tensors, name) for name in names]
-        biases = [part.get("bias") for part in parts]
-        bias = torch.cat(biases) if all(b is not None for b in biases) else None  # type: ignore[misc]
-        return Int4Linear(
-            torch.cat([part["codes"] for part in parts]),
-            torch.cat([part["steps"] for part in parts]),
-            torch.cat([part["minimums"] for part in parts]),
-            bias,
-        )
+        def fused(*projections: str) -> Int4Linear:
+            # 4-bit blocks run along the input dimension, so projections that share
+            # their input stack along the output dimension as they are.
+            def stacked(part: str) -> torch.Tensor:
+                return torch.cat([stored.get_tensor(f"{p}.{part}") for p in projections])
 
-    layers = []
-    for i in range(config.layers):
-        prefix = f"model.layers.{i}"
-        attention, mlp = f"{prefix}.self_attn", f"{prefix}.mlp"
-        layers.append(
-            LlamaLayer(
-                input_norm=tensors[f"{prefix}.input_layernorm.weight"],
-                qkv=fused(f"{attention}.q_proj", f"{attention}.k_proj", f"{attention}.v_proj"),
-                output=fused(f"{attention}.o_proj"),
-                post_norm=tensors[f"{prefix}.post_attention_layernorm.weight"],
-                gate_up=fused(f"{mlp}.gate_proj", f"{mlp}.up_proj"),
-                down=fused(f"{mlp}.down_proj"),
+            with_bias = all(f"{p}.bias" in names for p in projections)
+            return Int4Linear(
+                stacked("codes"),
+                stacked("steps"),
+                stacked("minimums"),
+                stacked("bias") if with_bias else None,
             )
+
+        def norm(name: str) -> torch.Tensor:
+            return stored.get_tensor(name).to(ACTIVATION_DTYPE)
+
+        layers = []
+        for i in range(config.layers):
+            prefix = f"model.layers.{i}"
+            attention, mlp = f"{prefix}.self_attn", f"{prefix}.mlp"
+            layers.append(
+                LlamaLayer(
+                    input_norm=norm(f"{prefix}.input_layernorm.weight"),
+                    qkv=fused(f"{attention}.q_proj", f"{attention}.k_proj", f"{attention}.v_proj"),
+                    output=fused(f"{attention}.o_proj"),
+                    post_norm=norm(f"{prefix}.post_attention_layernorm.weight"),
+                    gate_up=fused(f"{mlp}.gate_proj", f"{mlp}.up_proj"),
+                    down=fused(f"{mlp}.down_proj"),
+                )
+            )
+        head = Int8Linear(
+            stored.get_tensor(f"{head_name}.codes"), stored.get_tensor(f"{head_name}.scales")
         )
-    head = Int8Linear(tensors[f"{head_name}.codes"], tensors[f"{head_name}.scales"])
+        final_norm = norm("model.norm.weight")
     return LlamaWeights(
         config=config,
-        embeddings=tensors["model.embed_tokens.weight"].to(ACTIVATION_DTYPE),
+        embeddings=_mapped(path, "model.embed_tokens.weight", ACTIVATION_DTYPE),
         layers=layers,
-        norm=tensors["model.norm.weight"],
+        norm=final_norm,
         head=head,
         dtype=ACTIVATION_DTYPE,
         device="cpu",
     )
 
 
-def _layer_tensors(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
-    prefix = f"{name}."
-    return {key[len(prefix) :]: t for key, t in tensors.items() if key.startswith(prefix)}
+def _mapped(path: Path, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """One tensor as a view of its own mapping of the file: a token's embedding row
+    becomes resident when a prompt first uses it, the other ~49k rows never do."""
+    with safe_open(str(path), framework="pt") as stored:
+        return stored.get_tensor(name).to(dtype)
 
 
 def _from_dense(

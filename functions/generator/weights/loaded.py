@@ -22,6 +22,7 @@ from generator.settings import Settings
 from generator.weights.checkpoint import read_tokenizer
 from generator.weights.llama import WEIGHTS_FILE, LlamaConfig, read_generation_eos, read_llama
 from generator.weights.lowbit import LOWBIT_FILE, cpu_has_bfloat16, serves_lowbit
+from generator.weights.memory import release_freed_memory, return_freed_memory_promptly
 from streamkit.errors import ModelUnavailable
 
 # Tokens that end a completion in every GPT-2-family vocabulary, in addition to the
@@ -84,6 +85,7 @@ def load(settings: Settings) -> LoadedModel:
             f"model directory {settings.model} does not exist; run `make model` to prepare "
             "the default model, or set MODEL to a Hugging Face id or a local directory"
         )
+    return_freed_memory_promptly()
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)
@@ -114,6 +116,7 @@ def load(settings: Settings) -> LoadedModel:
         configured_eos = _as_list(model.generation_config.eos_token_id)
         context_length = int(model.config.max_position_embeddings)
 
+    release_freed_memory()
     eos_ids = {int(i) for i in [*configured_eos, tokenizer.eos_token_id] if i is not None}
     for token in _EXTRA_EOS_TOKENS:
         if token in tokenizer.all_special_tokens:
