@@ -22,6 +22,7 @@ from typing import Any
 
 from benchkit import anchor
 from benchkit.servers import ROOT
+from benchkit.variants import precision_of
 from benchkit.workload import Workload
 
 SECTIONS = ("engine", "anchor", "quality", "serving", "coldstart", "concurrency", "capacity")
@@ -35,8 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument(
         "--dtypes",
-        default="lowbit,bfloat16,float32,float16",
-        help="engine precisions: dtypes, and lowbit (4-bit layers, int8 head)",
+        default="lowbit,lowbit/transformers,bfloat16,float32,float16",
+        help="engine precisions: dtypes, and lowbit (4-bit layers, int8 head); a "
+        "/transformers suffix runs one through transformers' modeling code",
     )
     parser.add_argument("--streams", default="1,4,8", help="concurrency levels")
     parser.add_argument(
@@ -113,7 +115,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if step("quality"):
         from benchkit.quality import measure_quality
 
-        results["quality"] = measure_quality([d for d in dtypes if d != "float32"])
+        results["quality"] = measure_quality(
+            [d for d in dtypes if d != "float32" and d == precision_of(d)]
+        )
     if step("serving"):
         from benchkit.serving import measure_serving
 

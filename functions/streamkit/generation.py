@@ -18,7 +18,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic.json_schema import JsonDict
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from streamkit.errors import InvalidRequest, describe_validation_error

@@ -1,6 +1,8 @@
 """Cold start: a new process until the first token reaches the client, on warm disk.
 
-Four paths, each timed from just before the process is spawned:
+Five paths, each timed from just before the process is spawned:
+- `import torch`: a Python process that imports torch and nothing else: the floor any
+  torch server pays, against which the others are read as ratios;
 - `engine`: a bare Python process that loads the model as the generator does and
   decodes one token (the floor for anything built on it);
 - `generator`: the generator's uvicorn process, a client retrying `POST /v1/generate`
@@ -21,6 +23,7 @@ from typing import Any
 from benchkit.servers import ServerProcess, peak_rss_mb, python_path
 from benchkit.stats import Spread
 from benchkit.streams import direct_run, gateway_run
+from benchkit.variants import variant_settings
 from benchkit.workload import Workload
 
 DEADLINE_S = 180.0
@@ -37,6 +40,11 @@ lm = load(Settings())
 request = GenerationParams(prompt=sys.argv[1], max_new_tokens=1, temperature=0)
 ids = encode_prompt(lm, request, 1)
 next(iter(decode_alone(lm, ids, 1, Sampler(request, lm.device, ids))))
+print("first-token", flush=True)
+"""
+
+_TORCH_CHILD = """
+import torch
 print("first-token", flush=True)
 """
 
@@ -121,11 +129,11 @@ def measure_cold_start(
     import os
 
     child_env = {**os.environ, **env}
-    from generator.settings import precision_settings
-
-    paths = {}
+    paths: dict[str, Callable[[], tuple[float, float]]] = {
+        "import torch": lambda: _child_first_token(_TORCH_CHILD, [], child_env)
+    }
     for dtype in dtypes:
-        overrides = {key.upper(): value for key, value in precision_settings(dtype).items()}
+        overrides = {key.upper(): value for key, value in variant_settings(dtype).items()}
         paths[f"engine {dtype}"] = _engine(work, {**child_env, **overrides})
     paths["generator"] = lambda: _generator_first_token(work, env)
     paths["gateway+generator"] = lambda: _stack_first_token(work, env)

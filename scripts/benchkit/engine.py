@@ -1,8 +1,9 @@
 """The engine alone: one generation decoded in this process, no HTTP, no scheduler thread.
 
 Loads the model exactly as the generator does (`generator.weights.loaded.load`) for one
-precision (a dtype, or `lowbit`) and times `devtools.reference.decode_alone`: the
-server's own prefill and batch step, for a batch of one row. TTFT is prefill plus the
+variant (a dtype, or `lowbit`, optionally through transformers: `benchkit.variants`) and
+times `devtools.reference.decode_alone`: the server's own prefill and batch step, for a
+batch of one row. TTFT is prefill plus the
 first sampled token, decode tok/s is the rate of the tokens after it. EOS is switched
 off so each run decodes exactly `max_new_tokens` tokens.
 """
@@ -14,6 +15,7 @@ import time
 from typing import Any
 
 from benchkit.stats import Spread, rate
+from benchkit.variants import variant_settings
 from benchkit.workload import Workload
 
 
@@ -21,11 +23,11 @@ def measure_engine(dtype: str, work: Workload) -> dict[str, Any]:
     from devtools.reference import decode_alone
     from generator.decode.prompt import encode_prompt
     from generator.decode.sampling import Sampler
-    from generator.settings import Settings, precision_settings
+    from generator.settings import Settings
     from generator.weights.loaded import load
     from streamkit.generation import GenerationParams
 
-    lm = load(Settings(**precision_settings(dtype)))  # type: ignore[arg-type]
+    lm = load(Settings(**variant_settings(dtype)))  # type: ignore[arg-type]
     lm = dataclasses.replace(lm, eos_ids=frozenset())
     request = GenerationParams(**work.body())
     prompt_ids = encode_prompt(lm, request, work.max_new_tokens)

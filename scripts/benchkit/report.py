@@ -176,6 +176,52 @@ def capacity_table(results: dict[str, Any]) -> str:
     return _table(header, [row]) + "\n\n" + note
 
 
+def _median(results: dict[str, Any], *path: str) -> float | None:
+    value: Any = results
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return float(value["median"]) if isinstance(value, dict) else float(value)
+
+
+def _ratio(numerator: float | None, denominator: float | None, digits: int = 2) -> str:
+    if numerator is None or not denominator:
+        return "–"
+    return f"{numerator / denominator:.{digits}f}×"
+
+
+def targets_table(results: dict[str, Any]) -> str:
+    """The runtime's targets, each as this run measured it (ratios: side by side)."""
+    default = results["meta"]["default_dtype"]
+    engine_rate = _median(results, "engine", default, "tok_s")
+    anchor_rate = _median(results, "anchor", "tok_s")
+    torch_s = _median(results, "cold_start", "import torch", "first_token_s")
+    engine_s = _median(results, "cold_start", f"engine {default}", "first_token_s")
+    generator_s = _median(results, "cold_start", "generator", "first_token_s")
+    serving_rss = [
+        _median(results, "cold_start", "generator", "peak_rss_mb"),
+        _median(results, "concurrency", "generator_peak_rss_mb"),
+    ]
+    levels = results.get("concurrency", {}).get("levels", {})
+    single = _median(levels, "1", "aggregate_tok_s")
+    eight = _median(levels, "8", "aggregate_tok_s")
+    gateway_rate = _median(results, "serving", "gateway", "tok_s")
+    known_rss = [r for r in serving_rss if r is not None]
+    rows = [
+        ["decode tok/s, 1 stream ÷ llama.cpp", "≥ 1.0×", _ratio(engine_rate, anchor_rate)],
+        ["new process → first token, bare engine ÷ import torch", "≤ 1.5×",
+         _ratio(engine_s, torch_s)],
+        ["new process → first token, generator HTTP ÷ import torch", "≤ 1.8×",
+         _ratio(generator_s, torch_s)],
+        ["peak RSS serving the default (generator process)", "≤ 400 MB",
+         f"{max(known_rss):.0f} MB" if known_rss else "–"],
+        ["8 streams ÷ 1 stream, aggregate tok/s", "≥ 4×", _ratio(eight, single)],
+        ["gateway SSE ÷ engine alone, tok/s", "≥ 0.97×", _ratio(gateway_rate, engine_rate, 3)],
+    ]  # fmt: skip
+    return _table(["figure", "target", "this run"], rows)
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     parts = [
@@ -185,8 +231,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"serves {meta['default_dtype']} (`lowbit`: 4-bit layers as the GGUF stores them, "
         "int8 output head, bfloat16 activations).",
     ]
+    parts.append(targets_table(results))
     if results.get("engine") or results.get("anchor"):
         parts.append(engines_table(results))
+    torch_cold = results.get("cold_start", {}).get("import torch")
+    if torch_cold:
+        parts.append(
+            f"`import torch` alone, in a new process: {_spread(torch_cold['first_token_s'], 2)} s,"
+            f" peak RSS {torch_cold['peak_rss_mb']['median']:.0f} MB."
+        )
     if results.get("serving"):
         parts.append(streaming_table(results))
     if results.get("concurrency"):

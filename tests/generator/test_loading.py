@@ -19,6 +19,7 @@ from generator.weights.checkpoint import (
     read_causal_lm,
 )
 
+
 def _reference(directory: Path, dtype: torch.dtype) -> Any:
     from transformers import AutoModelForCausalLM
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from generator.prepare.quantize import write_lowbit_weights
+from generator.weights.llama import Dense
 from generator.weights.lowbit import (
     LOWBIT_FILE,
     Int4Linear,
@@ -17,7 +18,6 @@ from generator.weights.lowbit import (
     cpu_kernels_available,
     read_lowbit_model,
 )
-from generator.weights.llama import Dense
 from support.models import build_tiny_llama
 
 pytestmark = pytest.mark.skipif(not cpu_kernels_available(), reason="no low-bit CPU kernels")

@@ -261,3 +261,24 @@ async def _tokens(http: httpx.AsyncClient, body: dict, delay_s: float = 0.0) -> 
     events = parse_ndjson(response.text)
     assert events[-1]["type"] == "done", events[-1]
     return [e["text"] for e in events if e["type"] == "token"]
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@torch.inference_mode()
+def test_full_precisions_come_from_the_low_bit_file_alone(
+    tmp_path: Path, default_model_dir: Path, precision: str
+) -> None:
+    """An image carries the low-bit file only: a DTYPE served from it computes exactly
+    what the full weights compute (the 4-bit blocks are the GGUF's own)."""
+    lean = tmp_path / "lean"
+    lean.mkdir()
+    for item in default_model_dir.iterdir():
+        if item.name != "model.safetensors":
+            (lean / item.name).symlink_to(item)
+    settings = precision_settings(precision)
+    full = load(Settings(model=str(default_model_dir), **settings)).decoder  # type: ignore[arg-type]
+    expanded = load(Settings(model=str(lean), **settings)).decoder  # type: ignore[arg-type]
+    assert isinstance(expanded, LlamaDecoder)
+    for prompt in PROMPTS[:2]:
+        assert torch.equal(expanded.logits(prompt), full.logits(prompt))

@@ -48,7 +48,7 @@ TEMPLATES = {
     "alternating": (
         "{% for message in messages %}"
         "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+        "{{ raise_exception('Roles must alternate user/assistant/...') }}"
         "{% endif %}[{{ message['role'] }}] {{ message['content'] }}{{ eos_token }}\n"
         "{% endfor %}"
     ),

@@ -40,19 +40,21 @@ def test_generator_image_contents(built_images: dict[str, str]) -> None:
     assert inspect(built_images["generator-lambda"])["Config"]["Cmd"] == [
         "generator.handler.handler"
     ]
-    # The model is converted already (safetensors, readable by the unprivileged user),
+    # The model is converted already (readable by the unprivileged user),
     # and the adapter extension is in place.
     listing = run_python(
         built_images["generator"],
         "import json, os; from importlib.util import find_spec;"
         " print(json.dumps({'model': sorted(os.listdir('/opt/model')),"
         " 'adapter': os.access('/opt/extensions/lambda-adapter', os.X_OK),"
-        " 'readable': os.access('/opt/model/model.safetensors', os.R_OK),"
+        " 'readable': os.access('/opt/model/lowbit.safetensors', os.R_OK),"
         " 'rooms': sorted(n for n in os.listdir(os.path.dirname(find_spec('generator').origin))"
         " if not n.startswith('__') and not n.endswith('.py'))}))",
     )
     found = json.loads(listing)
-    assert "model.safetensors" in found["model"]
+    # One weight file: the low-bit one serves every precision (expanded at start).
+    assert "lowbit.safetensors" in found["model"]
+    assert "model.safetensors" not in found["model"]
     assert not any(name.endswith(".gguf") for name in found["model"])
     assert found["adapter"]
     assert found["readable"]

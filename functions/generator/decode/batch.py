@@ -43,7 +43,6 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 
-
 class TransformersDecoder:
     """`generator.decode.decoder.Decoder` for any Hugging Face causal LM."""
 

@@ -23,7 +23,6 @@ import torch
 
 from streamkit.generation import GenerationParams
 
-
 Warper = Callable[[torch.Tensor], torch.Tensor]
 
 

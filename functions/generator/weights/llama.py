@@ -28,7 +28,13 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from generator.weights.lowbit import ACTIVATION_DTYPE, LOWBIT_FILE, Int4Linear, Int8Linear
+from generator.weights.lowbit import (
+    ACTIVATION_DTYPE,
+    GROUP_SIZE,
+    LOWBIT_FILE,
+    Int4Linear,
+    Int8Linear,
+)
 
 WEIGHTS_FILE = "model.safetensors"
 # Architectures whose decoder layer is exactly the one `generator.decode.llama` computes.
@@ -85,7 +91,7 @@ class LlamaConfig:
             kv_heads=int(config.get("num_key_value_heads") or heads),
             head_dim=int(config.get("head_dim") or hidden // heads),
             rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(theta),
+            rope_theta=float(theta or 10000.0),
             context_length=int(config["max_position_embeddings"]),
             tied_embeddings=bool(config.get("tie_word_embeddings", False)),
         )
@@ -140,13 +146,26 @@ class LlamaWeights:
     device: str
 
 
-def read_llama(
-    directory: Path, config: LlamaConfig, precision: str, device: str
-) -> LlamaWeights:
-    """The weights in `directory` as `precision` ("lowbit" or a dtype name) serves them."""
+def read_llama(directory: Path, config: LlamaConfig, precision: str, device: str) -> LlamaWeights:
+    """The weights in `directory` as `precision` ("lowbit" or a dtype name) serves them.
+
+    A dtype is read from the full weights when the directory has them, else expanded
+    from the low-bit file: its 4-bit blocks are the GGUF's own, so expanding them gives
+    the very values `make model` writes to the full file (tested), and an image can
+    carry the low-bit file alone."""
     if precision == "lowbit":
         return _from_lowbit(directory / LOWBIT_FILE, config)
-    return _from_dense(directory / WEIGHTS_FILE, config, getattr(torch, precision), device)
+    dtype = getattr(torch, precision)
+    if (directory / WEIGHTS_FILE).is_file():
+        return _from_dense(directory / WEIGHTS_FILE, config, dtype, device)
+    return _dense_from_lowbit(directory / LOWBIT_FILE, config, dtype, device)
+
+
+def has_weights(directory: Path, precision: str) -> bool:
+    """Whether `read_llama` finds what `precision` is read from."""
+    if precision == "lowbit":
+        return (directory / LOWBIT_FILE).is_file()
+    return (directory / WEIGHTS_FILE).is_file() or (directory / LOWBIT_FILE).is_file()
 
 
 def _from_lowbit(path: Path, config: LlamaConfig) -> LlamaWeights:
@@ -161,7 +180,7 @@ def _from_lowbit(path: Path, config: LlamaConfig) -> LlamaWeights:
             # 4-bit blocks run along the input dimension, so projections that share
             # their input stack along the output dimension as they are.
             def stacked(part: str) -> torch.Tensor:
-                return torch.cat([stored.get_tensor(f"{p}.{part}") for p in projections])
+                return torch.cat([_get(stored, f"{p}.{part}") for p in projections])
 
             with_bias = all(f"{p}.bias" in names for p in projections)
             return Int4Linear(
@@ -172,7 +191,7 @@ def _from_lowbit(path: Path, config: LlamaConfig) -> LlamaWeights:
             )
 
         def norm(name: str) -> torch.Tensor:
-            return stored.get_tensor(name).to(ACTIVATION_DTYPE)
+            return _get(stored, name).to(ACTIVATION_DTYPE)
 
         layers = []
         for i in range(config.layers):
@@ -188,9 +207,7 @@ def _from_lowbit(path: Path, config: LlamaConfig) -> LlamaWeights:
                     down=fused(f"{mlp}.down_proj"),
                 )
             )
-        head = Int8Linear(
-            stored.get_tensor(f"{head_name}.codes"), stored.get_tensor(f"{head_name}.scales")
-        )
+        head = Int8Linear(_get(stored, f"{head_name}.codes"), _get(stored, f"{head_name}.scales"))
         final_norm = norm("model.norm.weight")
     return LlamaWeights(
         config=config,
@@ -203,21 +220,81 @@ def _from_lowbit(path: Path, config: LlamaConfig) -> LlamaWeights:
     )
 
 
+def _dense_from_lowbit(
+    path: Path, config: LlamaConfig, dtype: torch.dtype, device: str
+) -> LlamaWeights:
+    with safe_open(str(path), framework="pt", backend="pread") as stored:
+        names = set(stored.keys())
+        # The float dtype the model was prepared in: the full file's values are the
+        # expanded blocks rounded to it.
+        embeddings = _get(stored, "model.embed_tokens.weight")
+        prepared = embeddings.dtype
+
+        def tensor(name: str) -> torch.Tensor:
+            return _get(stored, name).to(device=device, dtype=dtype)
+
+        def expanded(name: str) -> torch.Tensor:
+            codes = _get(stored, f"{name}.codes")
+            steps = _get(stored, f"{name}.steps").float()
+            minimums = _get(stored, f"{name}.minimums").float()
+            rows = codes.shape[0]
+            # Two codes a byte, the low nibble first (as `Int4Linear` unpacks them).
+            values = torch.stack([codes & 0x0F, codes >> 4], dim=-1).reshape(rows, -1, GROUP_SIZE)
+            weight = values.float() * steps.unsqueeze(-1) + minimums.unsqueeze(-1)
+            return weight.reshape(rows, -1).to(prepared).to(device=device, dtype=dtype)
+
+        def fused(*projections: str) -> Dense:
+            weight = torch.cat([expanded(p) for p in projections])
+            with_bias = all(f"{p}.bias" in names for p in projections)
+            bias = torch.cat([tensor(f"{p}.bias") for p in projections]) if with_bias else None
+            return Dense(weight, bias)
+
+        layers = []
+        for i in range(config.layers):
+            prefix = f"model.layers.{i}"
+            attention, mlp = f"{prefix}.self_attn", f"{prefix}.mlp"
+            layers.append(
+                LlamaLayer(
+                    input_norm=tensor(f"{prefix}.input_layernorm.weight"),
+                    qkv=fused(f"{attention}.q_proj", f"{attention}.k_proj", f"{attention}.v_proj"),
+                    output=fused(f"{attention}.o_proj"),
+                    post_norm=tensor(f"{prefix}.post_attention_layernorm.weight"),
+                    gate_up=fused(f"{mlp}.gate_proj", f"{mlp}.up_proj"),
+                    down=fused(f"{mlp}.down_proj"),
+                )
+            )
+        head_name = (stored.metadata() or {}).get("head", "lm_head")
+        embeddings = embeddings.to(device=device, dtype=dtype)
+        if config.tied_embeddings:
+            head_weight = embeddings
+        else:  # the int8 rows, expanded: close to the full file's head, not equal
+            codes = _get(stored, f"{head_name}.codes").float()
+            scales = _get(stored, f"{head_name}.scales").float().unsqueeze(-1)
+            head_weight = (codes * scales).to(device=device, dtype=dtype)
+        return LlamaWeights(
+            config=config,
+            embeddings=embeddings,
+            layers=layers,
+            norm=tensor("model.norm.weight"),
+            head=Dense(head_weight),
+            dtype=dtype,
+            device=device,
+        )
+
+
 def _mapped(path: Path, name: str, dtype: torch.dtype) -> torch.Tensor:
     """One tensor as a view of its own mapping of the file: a token's embedding row
     becomes resident when a prompt first uses it, the other ~49k rows never do."""
     with safe_open(str(path), framework="pt") as stored:
-        return stored.get_tensor(name).to(dtype)
+        return _get(stored, name).to(dtype)
 
 
-def _from_dense(
-    path: Path, config: LlamaConfig, dtype: torch.dtype, device: str
-) -> LlamaWeights:
+def _from_dense(path: Path, config: LlamaConfig, dtype: torch.dtype, device: str) -> LlamaWeights:
     with safe_open(str(path), framework="pt") as stored:
         names = set(stored.keys())
 
         def tensor(name: str) -> torch.Tensor:
-            return stored.get_tensor(name).to(device=device, dtype=dtype)
+            return _get(stored, name).to(device=device, dtype=dtype)
 
         def fused(*projections: str) -> Dense:
             weight = torch.cat([tensor(f"{p}.weight") for p in projections])
@@ -250,6 +327,12 @@ def _from_dense(
             dtype=dtype,
             device=device,
         )
+
+
+def _get(stored: Any, name: str) -> torch.Tensor:
+    """A tensor from an open safetensors file (typed: the library's own stubs are not)."""
+    tensor: torch.Tensor = stored.get_tensor(name)
+    return tensor
 
 
 def read_generation_eos(directory: Path) -> list[Any]:

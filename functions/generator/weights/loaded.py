@@ -20,8 +20,8 @@ from generator.decode.decoder import Decoder
 from generator.decode.llama import LlamaDecoder
 from generator.settings import Settings
 from generator.weights.checkpoint import read_tokenizer
-from generator.weights.llama import WEIGHTS_FILE, LlamaConfig, read_generation_eos, read_llama
-from generator.weights.lowbit import LOWBIT_FILE, cpu_has_bfloat16, serves_lowbit
+from generator.weights.llama import LlamaConfig, has_weights, read_generation_eos, read_llama
+from generator.weights.lowbit import cpu_has_bfloat16, serves_lowbit
 from generator.weights.memory import release_freed_memory, return_freed_memory_promptly
 from streamkit.errors import ModelUnavailable
 
@@ -139,8 +139,7 @@ def native_config(settings: Settings) -> LlamaConfig | None:
         config = None
     else:
         config = LlamaConfig.read(directory)
-        served = LOWBIT_FILE if served_precision(settings) == "lowbit" else WEIGHTS_FILE
-        if config is not None and not (directory / served).is_file():
+        if config is not None and not has_weights(directory, served_precision(settings)):
             config = None
     if settings.decoder == "native" and config is None:
         raise ModelUnavailable(

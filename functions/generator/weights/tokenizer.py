@@ -1,4 +1,4 @@
-"""The tokenizer as the generator serves it: `tokenizers` and the model's chat template, no transformers.
+"""The tokenizer as the generator serves it: `tokenizers` and the chat template, no transformers.
 
 A model directory in the plain layout (`tokenizer.json`, a `tokenizer_config.json` naming
 `tokenizers`' own tokenizer class) needs nothing of transformers to tokenize: the Rust
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from functools import cached_property
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -115,23 +115,26 @@ class PlainTokenizer:
             raise ValueError("render first, then tokenize: tokenize=False only")
         if self.chat_template is None:
             raise ValueError("this tokenizer has no chat template")
-        return self._template.render(
+        text: str = _compile(self.chat_template).render(
             messages=conversation,
             tools=None,
             documents=None,
             add_generation_prompt=add_generation_prompt,
             **self.special_tokens_map,
         )
+        return text
 
-    @cached_property
-    def _template(self) -> Any:
-        environment = ImmutableSandboxedEnvironment(
-            trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols]
-        )
-        environment.filters["tojson"] = _tojson
-        environment.globals["raise_exception"] = _raise_exception
-        environment.globals["strftime_now"] = _strftime_now
-        return environment.from_string(self.chat_template or "")
+
+@lru_cache(maxsize=8)
+def _compile(template: str) -> Any:
+    """A chat template compiled once (per distinct template text)."""
+    environment = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols]
+    )
+    environment.filters["tojson"] = _tojson
+    environment.globals["raise_exception"] = _raise_exception
+    environment.globals["strftime_now"] = _strftime_now
+    return environment.from_string(template)
 
 
 def _tojson(
