@@ -89,6 +89,9 @@ def test_ids_text_and_special_tokens_match_transformers(
                 ids, skip_special_tokens=skip
             )
     assert tokenizer.all_special_tokens == reference.all_special_tokens
+    assert tokenizer.all_special_ids == reference.all_special_ids
+    assert tokenizer.added_tokens_decoder == reference.added_tokens_decoder
+    assert tokenizer.get_vocab() == reference.get_vocab()
     assert tokenizer.eos_token_id == reference.eos_token_id
     assert len(tokenizer) == len(reference)
     for token in [*reference.all_special_tokens, "hello", "<|im_end|>"]:

@@ -122,11 +122,15 @@ class LlamaDecoder:
                 # [span, kv_heads, head_dim] → the cache's [kv_heads, span, head_dim]
                 cache.keys[index, :, start:end] = k[rows].transpose(0, 1)
                 cache.values[index, :, start:end] = v[rows].transpose(0, 1)
+                keys, values = cache.keys[index, :, :end], cache.values[index, :, :end]
+                if span == 1:
+                    outputs.append(_attend_one(q[rows], keys, values))
+                    continue
                 attended = F.scaled_dot_product_attention(
                     q[rows].transpose(0, 1).unsqueeze(0),
-                    cache.keys[index, :, :end].unsqueeze(0),
-                    cache.values[index, :, :end].unsqueeze(0),
-                    is_causal=span > 1,
+                    keys.unsqueeze(0),
+                    values.unsqueeze(0),
+                    is_causal=True,
                     enable_gqa=heads != kv_heads,
                 )
                 outputs.append(attended[0].transpose(0, 1).reshape(span, heads * head_dim))
@@ -153,6 +157,20 @@ class LlamaDecoder:
             self._cos = angles.cos().to(self.weights.dtype)
             self._sin = angles.sin().to(self.weights.dtype)
         return self._cos[positions].unsqueeze(1), self._sin[positions].unsqueeze(1)
+
+
+def _attend_one(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """One new token's attention over a row's keys: query [1, heads, head_dim], keys and
+    values [kv_heads, tokens, head_dim] → [1, heads * head_dim].
+
+    Written out rather than `scaled_dot_product_attention`, whose CPU kernel costs about
+    three times as much for a single query (it is built for long ones); the softmax is
+    taken in float32 as that kernel does."""
+    kv_heads, _, head_dim = keys.shape
+    grouped = query.view(kv_heads, -1, head_dim)  # the query heads that share a key head
+    scores = torch.matmul(grouped, keys.transpose(-1, -2)) * head_dim**-0.5
+    weights = torch.softmax(scores.float(), dim=-1).to(values.dtype)
+    return torch.matmul(weights, values).view(1, -1)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -102,6 +102,19 @@ class PlainTokenizer:
         eos = self.special_tokens_map.get("eos_token")
         return None if eos is None else self.convert_tokens_to_ids(eos)
 
+    @property
+    def all_special_ids(self) -> list[int]:
+        ids = (self.convert_tokens_to_ids(token) for token in self.all_special_tokens)
+        return [i for i in ids if i is not None]
+
+    @property
+    def added_tokens_decoder(self) -> dict[int, Any]:
+        """The added tokens by id (`tokenizers.AddedToken`, as transformers lists them)."""
+        return dict(self._backend.get_added_tokens_decoder())
+
+    def get_vocab(self) -> dict[str, int]:
+        return dict(self._backend.get_vocab(with_added_tokens=True))
+
     def __len__(self) -> int:
         return int(self._backend.get_vocab_size(with_added_tokens=True))
 
