@@ -44,6 +44,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--capacity-streams", type=int, default=1000, help="SSE streams held open at once"
     )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="TORCH_THREADS for every measured engine and server (0: torch's default)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench", help="output folder")
     args = parser.parse_args(argv)
     if args.quick:
@@ -94,6 +100,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sections = args.only or list(SECTIONS)
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     env = {"LOG_LEVEL": "warning"}
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)  # the engine alone, in this process
+        env["TORCH_THREADS"] = str(args.torch_threads)  # and every process it starts
     has_anchor = anchor.available()
     results: dict[str, Any] = {"meta": meta(args, work)}
 

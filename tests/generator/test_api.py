@@ -160,6 +160,14 @@ async def test_prompt_that_overflows_the_context_names_max_new_tokens(client):
     assert "context" in response.json()["error"]["message"]
 
 
+async def test_a_prompt_of_characters_without_tokens_is_a_422(client):
+    # Control characters the byte-level vocabulary has no token for encode to nothing.
+    response = await client.post("/v1/generate", json={"prompt": "\u0006"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "prompt"
+    assert "no tokens" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [(b"{not json", "not valid JSON"), (b"[1, 2]", ""), (b"", "")],

@@ -54,6 +54,14 @@ def encode_prompt(lm: LoadedModel, request: GenerationParams, max_new_tokens: in
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     else:
         ids = tokenizer(request.prompt)["input_ids"]
+    if not ids:
+        # Characters the vocabulary has no token for (some control bytes) encode to
+        # nothing, and a model cannot continue from nothing.
+        raise InvalidRequest(
+            "prompt",
+            "the prompt encodes to no tokens: it holds only characters the model's "
+            "vocabulary cannot represent",
+        )
     if len(ids) + max_new_tokens > lm.context_length:
         what = "the conversation" if field == "messages" else "prompt"
         raise InvalidRequest(
