@@ -2,61 +2,67 @@
 
 The weights come from `generator.weights.llama` (fused projections: one
 query-key-value and one gate-up matmul per layer). One decode step for B rows is, per
-layer: RMSNorm, the fused QKV projection for all rows at once, rotary positions
-(each row at its own position), attention, the output projection, RMSNorm, the fused
-gate-up projection, SwiGLU, the down projection — about 25 operations per layer, where
-transformers' modeling code runs about 100.
+layer: RMSNorm, the fused QKV projection for all rows at once, rotary positions (each
+row at its own position), attention, the output projection, RMSNorm, the fused gate-up
+projection, SwiGLU, the down projection — about 25 operations per layer whatever B is,
+where transformers' modeling code runs about 100.
 
-**Batch invariance.** Every row keeps its own KV cache (`RowCache`: its own length, no
-padding), and attention runs row by row over exactly that row's keys; everything else
-(norms, projections, activations) computes each row independently of the others
-(`generator.weights.llama.Dense` pads the one kernel that does not). So a row's logits
-are bit for bit those it gets decoding alone, in every precision, whoever else is in
-the batch: a seed gives the same text whatever the traffic. The per-row attention is
-cheap next to the projections at these lengths; the projections, which read the
-weights, are shared by all rows as before.
+**Batch invariance.** A row's logits are bit for bit those it gets decoding alone, in
+every precision, whoever else is in the batch, so a seed gives the same text whatever
+the traffic. What makes it so:
+
+- Each row's keys and values start at position 0 of its own slot of the batch's cache
+  (`LlamaBatch`; no left padding), so nothing about a row's data depends on the others.
+- Attention for a row reads its slot up to a length that depends on that row alone:
+  its own length rounded up to a bucket of `BUCKET` positions, the rest masked. The
+  batch computes over the longest row's bucket, and the extra positions are exact
+  zeros after the softmax (masked scores, zero values), which changes no sum:
+  measured on this machine's kernels, a row's attention over its own bucket equals,
+  bit for bit, its attention in a batch of up to 8 rows of up to 400 positions, in
+  bfloat16 and float32. Decoding alone is a batch of one, through the same code.
+- Norms, projections and activations compute each row on its own
+  (`generator.weights.llama.Dense` pads the one kernel that does not).
+
+`tests/generator/test_native_decoder.py` checks the invariance token for token with
+rows joining and leaving, in the low-bit default, bfloat16 and float32.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from generator.weights.llama import LlamaWeights
 
-# Capacity a row's cache grows by at least (tokens): growing copies the cache.
-_CACHE_STEP = 256
+# Attention length granularity: a row attends over its own length rounded up to this.
+BUCKET = 64
+
+Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _bucket(length: int) -> int:
+    return -(-length // BUCKET) * BUCKET
 
 
 class RowCache:
-    """One generation's keys and values, every layer: [layers, kv_heads, capacity, head_dim]."""
+    """One prompt's keys and values after prefill, every layer: [layers, kv_heads,
+    tokens, head_dim]."""
 
-    def __init__(self, weights: LlamaWeights, capacity: int) -> None:
+    def __init__(self, weights: LlamaWeights, tokens: int) -> None:
         config = weights.config
-        shape = (config.layers, config.kv_heads, capacity, config.head_dim)
+        shape = (config.layers, config.kv_heads, tokens, config.head_dim)
         self.keys = torch.empty(shape, dtype=weights.dtype, device=weights.device)
         self.values = torch.empty(shape, dtype=weights.dtype, device=weights.device)
-        self.length = 0
 
     @property
-    def capacity(self) -> int:
+    def length(self) -> int:
         return int(self.keys.shape[2])
-
-    def reserve(self, tokens: int) -> None:
-        """Make room for `tokens` more positions."""
-        needed = self.length + tokens
-        if needed <= self.capacity:
-            return
-        capacity = max(needed, self.capacity + _CACHE_STEP, 2 * self.capacity)
-        for name in ("keys", "values"):
-            old = getattr(self, name)
-            new = old.new_empty((*old.shape[:2], capacity, old.shape[3]))
-            new[:, :, : self.length] = old[:, :, : self.length]
-            setattr(self, name, new)
 
 
 class LlamaDecoder:
-    """Prefill and batched decode steps over `LlamaWeights`."""
+    """Prefill, teacher-forced logits, and batches of rows decoding together."""
 
     def __init__(self, weights: LlamaWeights) -> None:
         self.weights = weights
@@ -65,23 +71,13 @@ class LlamaDecoder:
         self._sin = torch.empty(0, device=self.device)
 
     def prefill(self, prompt_ids: list[int], reserve: int = 0) -> tuple[torch.Tensor, RowCache]:
-        """The prompt alone: (its last position's logits [1, vocab], its cache, with room
-        for `reserve` more tokens)."""
-        cache = RowCache(self.weights, len(prompt_ids) + max(reserve, 1))
-        hidden = self._forward(torch.tensor(prompt_ids, device=self.device), [cache])
-        return self._logits(hidden[-1:]), cache
+        """The prompt alone: (its last position's logits [1, vocab], its cache)."""
+        hidden, cache = self._prefill(prompt_ids)
+        return self.logits_of(hidden[-1:]), cache
 
     def logits(self, ids: list[int]) -> torch.Tensor:
         """Every position's next-token logits [tokens, vocab] (teacher forcing)."""
-        cache = RowCache(self.weights, len(ids))
-        return self._logits(self._forward(torch.tensor(ids, device=self.device), [cache]))
-
-    def step(self, caches: list[RowCache], tokens: list[int]) -> torch.Tensor:
-        """Each row's next token after its newest one: logits [rows, vocab]."""
-        for cache in caches:
-            cache.reserve(1)
-        hidden = self._forward(torch.tensor(tokens, device=self.device), caches)
-        return self._logits(hidden)
+        return self.logits_of(self._prefill(ids)[0])
 
     def mergeable(self, cache: RowCache, length: int) -> bool:
         return True
@@ -89,58 +85,52 @@ class LlamaDecoder:
     def open_batch(self, cache: RowCache, length: int) -> LlamaBatch:
         return LlamaBatch(self)
 
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def logits_of(self, hidden: torch.Tensor) -> torch.Tensor:
         config = self.weights.config
         normed = F.rms_norm(hidden, (config.hidden_size,), self.weights.norm, config.rms_norm_eps)
         return self.weights.head(normed)
 
-    def _forward(self, tokens: torch.Tensor, caches: list[RowCache]) -> torch.Tensor:
-        """Hidden states after the last layer for `tokens`: either one row's whole new
-        span (one cache; prefill) or one token for each row (one cache per token)."""
+    def _prefill(self, ids: list[int]) -> tuple[torch.Tensor, RowCache]:
+        cache = RowCache(self.weights, len(ids))
+        heads = self.weights.config.heads
+
+        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            # [tokens, heads, head_dim] → [heads, tokens, head_dim], causal.
+            cache.keys[layer] = k.transpose(0, 1)
+            cache.values[layer] = v.transpose(0, 1)
+            attended = F.scaled_dot_product_attention(
+                q.transpose(0, 1).unsqueeze(0),
+                cache.keys[layer].unsqueeze(0),
+                cache.values[layer].unsqueeze(0),
+                is_causal=True,
+                enable_gqa=heads != cache.keys.shape[1],
+            )
+            return attended[0].transpose(0, 1).reshape(len(ids), -1)
+
+        positions = torch.arange(len(ids), device=self.device)
+        return self.forward(torch.tensor(ids, device=self.device), positions, attend), cache
+
+    def forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor, attend: Attend
+    ) -> torch.Tensor:
+        """Hidden states after the last layer for `tokens` at `positions`; `attend`
+        stores each layer's keys and values and returns its attention output."""
         weights, config = self.weights, self.weights.config
-        span = tokens.shape[0] if len(caches) == 1 else 1
-        starts = [cache.length for cache in caches]
-        if len(caches) == 1:
-            positions = torch.arange(starts[0], starts[0] + span, device=self.device)
-        else:
-            positions = torch.tensor(starts, device=self.device)
-        cos, sin = self._rotary(positions)
         heads, kv_heads, head_dim = config.heads, config.kv_heads, config.head_dim
         norm_shape, eps = (config.hidden_size,), config.rms_norm_eps
+        cos, sin = self._rotary(positions)
         x = weights.embeddings[tokens]
         for index, layer in enumerate(weights.layers):
             h = F.rms_norm(x, norm_shape, layer.input_norm, eps)
             qkv = layer.qkv(h).view(-1, heads + 2 * kv_heads, head_dim)
             # Queries and keys rotate together (their heads side by side).
             qk = _rotate(qkv[:, : heads + kv_heads], cos, sin)
-            q, k = qk[:, :heads], qk[:, heads:]
-            v = qkv[:, heads + kv_heads :]
-            outputs = []
-            for row, (cache, start) in enumerate(zip(caches, starts, strict=True)):
-                rows = slice(row * span, (row + 1) * span)
-                end = start + span
-                # [span, kv_heads, head_dim] → the cache's [kv_heads, span, head_dim]
-                cache.keys[index, :, start:end] = k[rows].transpose(0, 1)
-                cache.values[index, :, start:end] = v[rows].transpose(0, 1)
-                keys, values = cache.keys[index, :, :end], cache.values[index, :, :end]
-                if span == 1:
-                    outputs.append(_attend_one(q[rows], keys, values))
-                    continue
-                attended = F.scaled_dot_product_attention(
-                    q[rows].transpose(0, 1).unsqueeze(0),
-                    keys.unsqueeze(0),
-                    values.unsqueeze(0),
-                    is_causal=True,
-                    enable_gqa=heads != kv_heads,
-                )
-                outputs.append(attended[0].transpose(0, 1).reshape(span, heads * head_dim))
-            attention = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-            x = x + layer.output(attention)
+            x = x + layer.output(
+                attend(index, qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :])
+            )
             h = F.rms_norm(x, norm_shape, layer.post_norm, eps)
             gate, up = layer.gate_up(h).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)
-        for cache in caches:
-            cache.length += span
         return x
 
     def _rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,20 +149,6 @@ class LlamaDecoder:
         return self._cos[positions].unsqueeze(1), self._sin[positions].unsqueeze(1)
 
 
-def _attend_one(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """One new token's attention over a row's keys: query [1, heads, head_dim], keys and
-    values [kv_heads, tokens, head_dim] → [1, heads * head_dim].
-
-    Written out rather than `scaled_dot_product_attention`, whose CPU kernel costs about
-    three times as much for a single query (it is built for long ones); the softmax is
-    taken in float32 as that kernel does."""
-    kv_heads, _, head_dim = keys.shape
-    grouped = query.view(kv_heads, -1, head_dim)  # the query heads that share a key head
-    scores = torch.matmul(grouped, keys.transpose(-1, -2)) * head_dim**-0.5
-    weights = torch.softmax(scores.float(), dim=-1).to(values.dtype)
-    return torch.matmul(weights, values).view(1, -1)
-
-
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotary position embedding in transformers' layout (the two halves of each head)."""
     first, second = x.chunk(2, dim=-1)
@@ -180,28 +156,87 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 class LlamaBatch:
-    """Rows decoding together, each with its own cache: `DecodeBatch`'s interface for the
-    native decoder. Any row can join any batch (no padding to agree on)."""
+    """Rows decoding together: `generator.decode.decoder.Batch` for the native decoder.
+
+    The cache holds every row in a slot of its own, [layers, rows, kv_heads, capacity,
+    head_dim], each row's positions from 0 and zeros past its length; capacity grows in
+    whole buckets. Any row can join any batch (no padding to agree on)."""
 
     shared = True
 
     def __init__(self, decoder: LlamaDecoder) -> None:
         self._decoder = decoder
-        self._caches: list[RowCache] = []
+        weights = decoder.weights
+        config = weights.config
+        empty = (config.layers, 0, config.kv_heads, 0, config.head_dim)
+        self._keys = torch.zeros(empty, dtype=weights.dtype, device=weights.device)
+        self._values = torch.zeros_like(self._keys)
+        self._lengths: list[int] = []
 
     @property
     def size(self) -> int:
-        return len(self._caches)
+        return len(self._lengths)
 
     def add(self, cache: RowCache, length: int) -> None:
         if cache.length != length:
             raise ValueError(f"a cache of {cache.length} tokens offered as {length}")
-        self._caches.append(cache)
+        # Build first, then swap in: a failure (out of memory) leaves the batch as it was.
+        keys, values = self._resized(self.size + 1, max(self._capacity, _bucket(length + 1)))
+        keys[:, -1, :, :length] = cache.keys
+        values[:, -1, :, :length] = cache.values
+        self._keys, self._values = keys, values
+        self._lengths.append(length)
 
     def step(self, tokens: list[int]) -> torch.Tensor:
         if len(tokens) != self.size:
             raise ValueError(f"{len(tokens)} tokens for {self.size} rows")
-        return self._decoder.step(self._caches, tokens)
+        device = self._decoder.device
+        positions = torch.tensor(self._lengths, device=device)
+        width = _bucket(max(self._lengths) + 1)
+        if width > self._capacity:
+            self._keys, self._values = self._resized(self.size, width)
+        rows = torch.arange(self.size, device=device)
+        # Each row sees its own positions and the new one; the rest of the width is masked.
+        hidden = torch.arange(width, device=device)[None, :] > positions[:, None]
+        mask = hidden[:, None, None, :]  # [rows, 1, 1, width]
+        keys, values = self._keys[:, :, :, :width], self._values[:, :, :, :width]
+        kv_heads = keys.shape[2]
+        head_dim = keys.shape[-1]
+
+        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            keys[layer, rows, :, positions] = k
+            values[layer, rows, :, positions] = v
+            # The query heads that share a key head: [rows, kv_heads, group, head_dim].
+            grouped = q.view(len(tokens), kv_heads, -1, head_dim)
+            scores = torch.matmul(grouped, keys[layer].transpose(-1, -2)) * head_dim**-0.5
+            scores = scores.masked_fill(mask, -torch.inf)
+            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
+            return torch.matmul(weights, values[layer]).view(len(tokens), -1)
+
+        tokens_in = torch.tensor(tokens, device=device)
+        out = self._decoder.forward(tokens_in, positions, attend)
+        self._lengths = [n + 1 for n in self._lengths]
+        return self._decoder.logits_of(out)
 
     def keep(self, rows: list[int]) -> None:
-        self._caches = [self._caches[i] for i in rows]
+        if rows == list(range(self.size)):
+            return
+        index = torch.tensor(rows, dtype=torch.long, device=self._decoder.device)
+        self._keys = self._keys.index_select(1, index)
+        self._values = self._values.index_select(1, index)
+        self._lengths = [self._lengths[i] for i in rows]
+
+    @property
+    def _capacity(self) -> int:
+        return int(self._keys.shape[3])
+
+    def _resized(self, rows: int, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """New zeroed cache tensors of `rows` slots and `capacity` positions holding the
+        current rows' contents."""
+        layers, old_rows, kv_heads, old_capacity, head_dim = self._keys.shape
+        shape = (layers, rows, kv_heads, capacity, head_dim)
+        keys = self._keys.new_zeros(shape)
+        values = self._values.new_zeros(shape)
+        keys[:, :old_rows, :, :old_capacity] = self._keys
+        values[:, :old_rows, :, :old_capacity] = self._values
+        return keys, values
