@@ -147,6 +147,15 @@ class Stopped(Exception):
     """A signal asked us to stop, or a child died."""
 
 
+def generator_threads(env: dict[str, str]) -> str:
+    """TORCH_THREADS for a generator sharing this machine with the gateway: as set, else
+    every core but one. torch's threads wait for each other at every operation, so when
+    the gateway takes a core from one of them the whole step stalls; leaving it a core
+    keeps streaming through the gateway as fast as the engine alone (docs/performance.md,
+    *Threads*)."""
+    return env.get("TORCH_THREADS") or str(max(1, (os.cpu_count() or 1) - 1))
+
+
 class LocalStack:
     def __init__(self, config: Config, env: dict[str, str]) -> None:
         self.config = config
@@ -159,7 +168,7 @@ class LocalStack:
             uvicorn_argv(
                 "generator.app:create_app", config.host, config.generator_port, "--no-access-log"
             ),
-            base_env,
+            {**base_env, "TORCH_THREADS": generator_threads(env)},
         )
         self.gateway = Child(
             "gateway",

@@ -172,3 +172,15 @@ def test_a_busy_port_is_named(tiny_model_dir: Path, ports: dict[str, int]) -> No
     assert result.returncode != 0
     assert f"port {ports['GATEWAY_PORT']}" in result.stderr
     assert "GATEWAY_PORT=" in result.stderr
+
+
+def test_the_generator_leaves_the_gateway_a_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    import local_up
+
+    monkeypatch.setattr(local_up.os, "cpu_count", lambda: 2)
+    assert local_up.generator_threads({}) == "1"
+    assert local_up.generator_threads({"TORCH_THREADS": "2"}) == "2"
+    monkeypatch.setattr(local_up.os, "cpu_count", lambda: 1)
+    assert local_up.generator_threads({}) == "1"
+    monkeypatch.setattr(local_up.os, "cpu_count", lambda: 16)
+    assert local_up.generator_threads({}) == "15"
