@@ -1,4 +1,4 @@
-"""Several generations sharing one forward pass: a batched KV cache and its decode step.
+"""Several generations sharing one forward pass through transformers' modeling code.
 
 Decoding one token is bound by reading (for low-bit weights, unpacking) the weights,
 not by one row's arithmetic: a forward pass over 8 rows costs far less than 8 passes
@@ -24,9 +24,10 @@ left padding, which depends on the other rows, changes the summation order insid
 the attention kernel, so the logits' last bits differ and a near-tie between two
 tokens can go the other way, after which the texts part (both are the model's
 output). Measured on the default model, 8 different prompts decoded together vs
-alone, 64 greedy tokens: float32 8/8 identical, bfloat16 and low-bit 3/8. Running
-attention row by row on unpadded keys makes every precision batch-invariant, but
-costs ~20 % of the batched throughput, so it is not done.
+alone, 64 greedy tokens: float32 8/8 identical, bfloat16 and low-bit 3/8. This is the
+path of architectures the native decoder does not cover; the default model's
+(`generator.decode.llama`) keeps each row right-aligned in its own slot and is
+batch-invariant in every precision.
 
 Merging needs the plain `DynamicCache` layout (`layers[i].keys/.values`, shaped
 [batch, heads, tokens, head_dim]). For models whose cache is anything else (sliding
