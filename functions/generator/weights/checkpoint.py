@@ -22,13 +22,13 @@ architecture this can't resolve) goes through the generic `Auto*.from_pretrained
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from generator.weights.jsonfile import read_object
 from generator.weights.tokenizer import PlainTokenizer
 
 log = logging.getLogger("generator.loading")  # the name its log lines have always carried
@@ -68,17 +68,9 @@ def _local_dir(model: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def causal_lm_class(directory: Path) -> Any | None:
     """The causal-LM class the directory's config names, when the short path applies."""
-    config = _read_json(directory / "config.json")
+    config = read_object(directory / "config.json")
     architectures = config.get("architectures") or []
     model_type = config.get("model_type")
     if (

@@ -19,7 +19,6 @@ pays for torch, safetensors and the tokenizer only.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from generator.weights.jsonfile import read_object
 from generator.weights.lowbit import (
     ACTIVATION_DTYPE,
     GROUP_SIZE,
@@ -60,11 +60,8 @@ class LlamaConfig:
     @classmethod
     def read(cls, directory: Path) -> LlamaConfig | None:
         """The config of a directory the native decoder computes exactly; else None."""
-        try:
-            config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(config, dict) or config.get("model_type") not in _FAMILY:
+        config = read_object(directory / "config.json")
+        if config.get("model_type") not in _FAMILY:
             return None
         rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
         rope_type = rope.get("rope_type", rope.get("type", "default"))
@@ -193,20 +190,7 @@ def _from_lowbit(path: Path, config: LlamaConfig) -> LlamaWeights:
         def norm(name: str) -> torch.Tensor:
             return _get(stored, name).to(ACTIVATION_DTYPE)
 
-        layers = []
-        for i in range(config.layers):
-            prefix = f"model.layers.{i}"
-            attention, mlp = f"{prefix}.self_attn", f"{prefix}.mlp"
-            layers.append(
-                LlamaLayer(
-                    input_norm=norm(f"{prefix}.input_layernorm.weight"),
-                    qkv=fused(f"{attention}.q_proj", f"{attention}.k_proj", f"{attention}.v_proj"),
-                    output=fused(f"{attention}.o_proj"),
-                    post_norm=norm(f"{prefix}.post_attention_layernorm.weight"),
-                    gate_up=fused(f"{mlp}.gate_proj", f"{mlp}.up_proj"),
-                    down=fused(f"{mlp}.down_proj"),
-                )
-            )
+        layers = _layers(config, norm, fused)
         head = Int8Linear(_get(stored, f"{head_name}.codes"), _get(stored, f"{head_name}.scales"))
         final_norm = norm("model.norm.weight")
     return LlamaWeights(
@@ -243,26 +227,7 @@ def _dense_from_lowbit(
             weight = values.float() * steps.unsqueeze(-1) + minimums.unsqueeze(-1)
             return weight.reshape(rows, -1).to(prepared).to(device=device, dtype=dtype)
 
-        def fused(*projections: str) -> Dense:
-            weight = torch.cat([expanded(p) for p in projections])
-            with_bias = all(f"{p}.bias" in names for p in projections)
-            bias = torch.cat([tensor(f"{p}.bias") for p in projections]) if with_bias else None
-            return Dense(weight, bias)
-
-        layers = []
-        for i in range(config.layers):
-            prefix = f"model.layers.{i}"
-            attention, mlp = f"{prefix}.self_attn", f"{prefix}.mlp"
-            layers.append(
-                LlamaLayer(
-                    input_norm=tensor(f"{prefix}.input_layernorm.weight"),
-                    qkv=fused(f"{attention}.q_proj", f"{attention}.k_proj", f"{attention}.v_proj"),
-                    output=fused(f"{attention}.o_proj"),
-                    post_norm=tensor(f"{prefix}.post_attention_layernorm.weight"),
-                    gate_up=fused(f"{mlp}.gate_proj", f"{mlp}.up_proj"),
-                    down=fused(f"{mlp}.down_proj"),
-                )
-            )
+        layers = _layers(config, tensor, _dense_fusion(names, expanded, tensor))
         head_name = (stored.metadata() or {}).get("head", "lm_head")
         embeddings = embeddings.to(device=device, dtype=dtype)
         if config.tied_embeddings:
@@ -296,26 +261,10 @@ def _from_dense(path: Path, config: LlamaConfig, dtype: torch.dtype, device: str
         def tensor(name: str) -> torch.Tensor:
             return _get(stored, name).to(device=device, dtype=dtype)
 
-        def fused(*projections: str) -> Dense:
-            weight = torch.cat([tensor(f"{p}.weight") for p in projections])
-            with_bias = all(f"{p}.bias" in names for p in projections)
-            bias = torch.cat([tensor(f"{p}.bias") for p in projections]) if with_bias else None
-            return Dense(weight, bias)
+        def weight(projection: str) -> torch.Tensor:
+            return tensor(f"{projection}.weight")
 
-        layers = []
-        for i in range(config.layers):
-            prefix = f"model.layers.{i}"
-            attention, mlp = f"{prefix}.self_attn", f"{prefix}.mlp"
-            layers.append(
-                LlamaLayer(
-                    input_norm=tensor(f"{prefix}.input_layernorm.weight"),
-                    qkv=fused(f"{attention}.q_proj", f"{attention}.k_proj", f"{attention}.v_proj"),
-                    output=fused(f"{attention}.o_proj"),
-                    post_norm=tensor(f"{prefix}.post_attention_layernorm.weight"),
-                    gate_up=fused(f"{mlp}.gate_proj", f"{mlp}.up_proj"),
-                    down=fused(f"{mlp}.down_proj"),
-                )
-            )
+        layers = _layers(config, tensor, _dense_fusion(names, weight, tensor))
         embeddings = tensor("model.embed_tokens.weight")
         head_weight = tensor("lm_head.weight") if "lm_head.weight" in names else embeddings
         return LlamaWeights(
@@ -329,6 +278,45 @@ def _from_dense(path: Path, config: LlamaConfig, dtype: torch.dtype, device: str
         )
 
 
+def _dense_fusion(
+    names: set[str],
+    weight: Callable[[str], torch.Tensor],
+    tensor: Callable[[str], torch.Tensor],
+) -> Callable[..., Dense]:
+    """Builds one `Dense` from projections that share their input: their weights (read
+    with `weight`) and biases (when every one has one) stacked along the outputs."""
+
+    def fused(*projections: str) -> Dense:
+        stacked = torch.cat([weight(p) for p in projections])
+        with_bias = all(f"{p}.bias" in names for p in projections)
+        bias = torch.cat([tensor(f"{p}.bias") for p in projections]) if with_bias else None
+        return Dense(stacked, bias)
+
+    return fused
+
+
+def _layers(
+    config: LlamaConfig, norm: Callable[[str], torch.Tensor], fused: Callable[..., Projection]
+) -> list[LlamaLayer]:
+    """Every decoder layer: its norms read with `norm`, its projections (q/k/v together,
+    gate/up together) built with `fused` from the checkpoint's names."""
+    layers = []
+    for i in range(config.layers):
+        prefix = f"model.layers.{i}"
+        attention, mlp = f"{prefix}.self_attn", f"{prefix}.mlp"
+        layers.append(
+            LlamaLayer(
+                input_norm=norm(f"{prefix}.input_layernorm.weight"),
+                qkv=fused(f"{attention}.q_proj", f"{attention}.k_proj", f"{attention}.v_proj"),
+                output=fused(f"{attention}.o_proj"),
+                post_norm=norm(f"{prefix}.post_attention_layernorm.weight"),
+                gate_up=fused(f"{mlp}.gate_proj", f"{mlp}.up_proj"),
+                down=fused(f"{mlp}.down_proj"),
+            )
+        )
+    return layers
+
+
 def _get(stored: Any, name: str) -> torch.Tensor:
     """A tensor from an open safetensors file (typed: the library's own stubs are not)."""
     tensor: torch.Tensor = stored.get_tensor(name)
@@ -338,11 +326,8 @@ def _get(stored: Any, name: str) -> torch.Tensor:
 def read_generation_eos(directory: Path) -> list[Any]:
     """The end-of-sequence ids of `generation_config.json` (or `config.json`)."""
     for name in ("generation_config.json", "config.json"):
-        try:
-            value = json.loads((directory / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(value, dict) and value.get("eos_token_id") is not None:
+        value = read_object(directory / name)
+        if value.get("eos_token_id") is not None:
             eos = value["eos_token_id"]
             return list(eos) if isinstance(eos, list) else [eos]
     return []

@@ -28,6 +28,8 @@ from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
+from generator.weights.jsonfile import read_object
+
 # Tokenizer classes that are `tokenizers`' own tokenizer.json as it is, no Python model.
 PLAIN_TOKENIZER_CLASSES = frozenset({"TokenizersBackend", "PreTrainedTokenizerFast"})
 # transformers' named special tokens (`SPECIAL_TOKENS_ATTRIBUTES`), in its order.
@@ -61,7 +63,7 @@ class PlainTokenizer:
     @classmethod
     def read(cls, directory: Path) -> PlainTokenizer | None:
         """The directory's tokenizer, or None when it is not in the plain layout."""
-        config = _read_json(directory / "tokenizer_config.json")
+        config = read_object(directory / "tokenizer_config.json")
         if config.get("tokenizer_class") not in PLAIN_TOKENIZER_CLASSES:
             return None
         if not (directory / "tokenizer.json").is_file():
@@ -174,11 +176,3 @@ def _strftime_now(format: str) -> str:
 def _content(token: Any) -> str:
     """A special token as tokenizer_config.json writes it: a string or an AddedToken dict."""
     return str(token["content"]) if isinstance(token, dict) else str(token)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
