@@ -29,7 +29,7 @@ def decode_alone(
     """Yield the generated token ids one at a time, ending after EOS or `max_new_tokens`;
     `on_forward` is called before each forward pass (the prefill included)."""
     on_forward()
-    logits, cache = lm.decoder.prefill(prompt_ids, reserve=max_new_tokens)
+    logits, cache = lm.decoder.prefill(prompt_ids)
     batch = lm.decoder.open_batch(cache, len(prompt_ids))
     batch.add(cache, len(prompt_ids))
     for step in range(max_new_tokens):

@@ -72,7 +72,7 @@ def _both(directory: Path, precision: str = "float32") -> tuple[LlamaDecoder, Tr
 
 def _greedy_logits(decoder, prompt: list[int], steps: int) -> list[torch.Tensor]:
     """The logits of the prefill and of `steps` greedy decode steps, the row alone."""
-    logits, cache = decoder.prefill(prompt, reserve=steps)
+    logits, cache = decoder.prefill(prompt)
     batch = decoder.open_batch(cache, len(prompt))
     batch.add(cache, len(prompt))
     seen = [logits[0]]
@@ -115,9 +115,9 @@ def _decode_together(decoder: LlamaDecoder, plan: list[tuple[list[int], int, int
     seen: list[list[torch.Tensor]] = [[] for _ in plan]
     step = 0
     while any(len(s) < tokens + 1 for s, (_, _, tokens) in zip(seen, plan, strict=True)):
-        for i, (prompt, joins_at, tokens) in enumerate(plan):
+        for i, (prompt, joins_at, _) in enumerate(plan):
             if joins_at == step:
-                logits, cache = decoder.prefill(prompt, reserve=tokens)
+                logits, cache = decoder.prefill(prompt)
                 batch.add(cache, len(prompt))
                 running.append(i)
                 seen[i].append(logits[0])

@@ -51,7 +51,7 @@ class TransformersDecoder:
         self.model = model
         self.device = device
 
-    def prefill(self, prompt_ids: list[int], reserve: int = 0) -> tuple[torch.Tensor, Any]:
+    def prefill(self, prompt_ids: list[int]) -> tuple[torch.Tensor, Any]:
         input_ids = torch.tensor([prompt_ids], device=self.device)
         output = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
         return output.logits[:, -1, :], output.cache

@@ -33,9 +33,8 @@ class Batch(Protocol):
 
 
 class Decoder(Protocol):
-    def prefill(self, prompt_ids: list[int], reserve: int = 0) -> tuple[torch.Tensor, Any]:
-        """The prompt alone: (its last position's logits [1, vocab], its KV cache);
-        `reserve` is how many more tokens the cache will likely take."""
+    def prefill(self, prompt_ids: list[int]) -> tuple[torch.Tensor, Any]:
+        """The prompt alone: (its last position's logits [1, vocab], its KV cache)."""
         ...
 
     def logits(self, ids: list[int]) -> torch.Tensor:

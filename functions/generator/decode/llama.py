@@ -70,7 +70,7 @@ class LlamaDecoder:
         self._cos = torch.empty(0, device=self.device)
         self._sin = torch.empty(0, device=self.device)
 
-    def prefill(self, prompt_ids: list[int], reserve: int = 0) -> tuple[torch.Tensor, RowCache]:
+    def prefill(self, prompt_ids: list[int]) -> tuple[torch.Tensor, RowCache]:
         """The prompt alone: (its last position's logits [1, vocab], its cache)."""
         hidden, cache = self._prefill(prompt_ids)
         return self.logits_of(hidden[-1:]), cache

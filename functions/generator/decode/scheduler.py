@@ -128,7 +128,7 @@ class Scheduler:
         try:
             self._metrics.decode_steps.inc()
             decoder = self._lm.decoder
-            logits, cache = decoder.prefill(row.prompt_ids, reserve=row.job.max_new_tokens)
+            logits, cache = decoder.prefill(row.prompt_ids)
             if row.push(row.sample(logits)):
                 self._retire(row)
                 return
