@@ -30,10 +30,10 @@ from safetensors import safe_open
 from generator.weights.jsonfile import read_object
 from generator.weights.lowbit import (
     ACTIVATION_DTYPE,
-    GROUP_SIZE,
     LOWBIT_FILE,
     Int4Linear,
     Int8Linear,
+    dequantize_int4,
 )
 
 WEIGHTS_FILE = "model.safetensors"
@@ -218,14 +218,9 @@ def _dense_from_lowbit(
             return _get(stored, name).to(device=device, dtype=dtype)
 
         def expanded(name: str) -> torch.Tensor:
-            codes = _get(stored, f"{name}.codes")
-            steps = _get(stored, f"{name}.steps").float()
-            minimums = _get(stored, f"{name}.minimums").float()
-            rows = codes.shape[0]
-            # Two codes a byte, the low nibble first (as `Int4Linear` unpacks them).
-            values = torch.stack([codes & 0x0F, codes >> 4], dim=-1).reshape(rows, -1, GROUP_SIZE)
-            weight = values.float() * steps.unsqueeze(-1) + minimums.unsqueeze(-1)
-            return weight.reshape(rows, -1).to(prepared).to(device=device, dtype=dtype)
+            parts = (_get(stored, f"{name}.{part}") for part in ("codes", "steps", "minimums"))
+            weight = dequantize_int4(*parts)
+            return weight.to(prepared).to(device=device, dtype=dtype)
 
         layers = _layers(config, tensor, _dense_fusion(names, expanded, tensor))
         head_name = (stored.metadata() or {}).get("head", "lm_head")

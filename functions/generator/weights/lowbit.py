@@ -57,6 +57,22 @@ def cpu_kernels_available() -> bool:
     return hasattr(ops, "_weight_int4pack_mm_for_cpu") and hasattr(ops, "_weight_int8pack_mm")
 
 
+def unpack_codes(codes: torch.Tensor) -> torch.Tensor:
+    """Stored 4-bit codes (uint8 [out, in/2], two a byte, the low nibble first, as
+    `generator.prepare.quantize.quantize_int4` packs them) → one code a byte [out, in]."""
+    return torch.stack([codes & 0x0F, codes >> 4], dim=-1).reshape(codes.shape[0], -1)
+
+
+def dequantize_int4(
+    codes: torch.Tensor, steps: torch.Tensor, minimums: torch.Tensor
+) -> torch.Tensor:
+    """The weights the stored blocks hold, float32 [out, in]: step * code + minimum."""
+    rows = codes.shape[0]
+    blocks = unpack_codes(codes).reshape(rows, -1, GROUP_SIZE).float()
+    weight = blocks * steps.float().unsqueeze(-1) + minimums.float().unsqueeze(-1)
+    return weight.reshape(rows, -1)
+
+
 class Int4Linear(nn.Module):
     """y = x @ dequantize(codes).T (+ bias), computed by torch's 4-bit CPU kernel."""
 
@@ -72,9 +88,7 @@ class Int4Linear(nn.Module):
         self.in_features = int(codes.shape[1]) * 2
         # The kernel's packed layout depends on the CPU's vector width, so it is built
         # here, on the serving machine, not stored.
-        unpacked = torch.empty(self.out_features, self.in_features, dtype=torch.int32)
-        unpacked[:, 0::2] = codes & 0x0F
-        unpacked[:, 1::2] = codes >> 4
+        unpacked = unpack_codes(codes).to(torch.int32)
         self.packed: torch.Tensor
         self.register_buffer(
             "packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(unpacked, 1)
