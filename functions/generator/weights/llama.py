@@ -152,10 +152,7 @@ def read_llama(directory: Path, config: LlamaConfig, precision: str, device: str
     carry the low-bit file alone."""
     if precision == "lowbit":
         return _from_lowbit(directory / LOWBIT_FILE, config)
-    dtype = getattr(torch, precision)
-    if (directory / WEIGHTS_FILE).is_file():
-        return _from_dense(directory / WEIGHTS_FILE, config, dtype, device)
-    return _dense_from_lowbit(directory / LOWBIT_FILE, config, dtype, device)
+    return _dense(directory, config, getattr(torch, precision), device)
 
 
 def has_weights(directory: Path, precision: str) -> bool:
@@ -204,44 +201,6 @@ def _from_lowbit(path: Path, config: LlamaConfig) -> LlamaWeights:
     )
 
 
-def _dense_from_lowbit(
-    path: Path, config: LlamaConfig, dtype: torch.dtype, device: str
-) -> LlamaWeights:
-    with safe_open(str(path), framework="pt", backend="pread") as stored:
-        names = set(stored.keys())
-        # The float dtype the model was prepared in: the full file's values are the
-        # expanded blocks rounded to it.
-        embeddings = _get(stored, "model.embed_tokens.weight")
-        prepared = embeddings.dtype
-
-        def tensor(name: str) -> torch.Tensor:
-            return _get(stored, name).to(device=device, dtype=dtype)
-
-        def expanded(name: str) -> torch.Tensor:
-            parts = (_get(stored, f"{name}.{part}") for part in ("codes", "steps", "minimums"))
-            weight = dequantize_int4(*parts)
-            return weight.to(prepared).to(device=device, dtype=dtype)
-
-        layers = _layers(config, tensor, _dense_fusion(names, expanded, tensor))
-        head_name = (stored.metadata() or {}).get("head", "lm_head")
-        embeddings = embeddings.to(device=device, dtype=dtype)
-        if config.tied_embeddings:
-            head_weight = embeddings
-        else:  # the int8 rows, expanded: close to the full file's head, not equal
-            codes = _get(stored, f"{head_name}.codes").float()
-            scales = _get(stored, f"{head_name}.scales").float().unsqueeze(-1)
-            head_weight = (codes * scales).to(device=device, dtype=dtype)
-        return LlamaWeights(
-            config=config,
-            embeddings=embeddings,
-            layers=layers,
-            norm=tensor("model.norm.weight"),
-            head=Dense(head_weight),
-            dtype=dtype,
-            device=device,
-        )
-
-
 def _mapped(path: Path, name: str, dtype: torch.dtype) -> torch.Tensor:
     """One tensor as a view of its own mapping of the file: a token's embedding row
     becomes resident when a prompt first uses it, the other ~49k rows never do."""
@@ -249,19 +208,41 @@ def _mapped(path: Path, name: str, dtype: torch.dtype) -> torch.Tensor:
         return _get(stored, name).to(dtype)
 
 
-def _from_dense(path: Path, config: LlamaConfig, dtype: torch.dtype, device: str) -> LlamaWeights:
-    with safe_open(str(path), framework="pt") as stored:
+def _dense(directory: Path, config: LlamaConfig, dtype: torch.dtype, device: str) -> LlamaWeights:
+    """Dense weights in `dtype`: from the full file when the directory has it (mapped:
+    tensors stored in `dtype` stay views of it), else expanded from the low-bit file
+    (read tensor by tensor: the codes are expanded, not kept), each expanded block
+    rounded to the dtype the model was prepared in, as the full file's values are."""
+    full = directory / WEIGHTS_FILE
+    expand = not full.is_file()
+    path = directory / LOWBIT_FILE if expand else full
+    with safe_open(str(path), framework="pt", backend="pread" if expand else "mmap") as stored:
         names = set(stored.keys())
+        stored_embeddings = _get(stored, "model.embed_tokens.weight")
+        prepared = stored_embeddings.dtype
 
         def tensor(name: str) -> torch.Tensor:
             return _get(stored, name).to(device=device, dtype=dtype)
 
         def weight(projection: str) -> torch.Tensor:
-            return tensor(f"{projection}.weight")
+            if not expand:
+                return tensor(f"{projection}.weight")
+            parts = (
+                _get(stored, f"{projection}.{part}") for part in ("codes", "steps", "minimums")
+            )
+            return dequantize_int4(*parts).to(prepared).to(device=device, dtype=dtype)
 
         layers = _layers(config, tensor, _dense_fusion(names, weight, tensor))
-        embeddings = tensor("model.embed_tokens.weight")
-        head_weight = tensor("lm_head.weight") if "lm_head.weight" in names else embeddings
+        embeddings = stored_embeddings.to(device=device, dtype=dtype)
+        if "lm_head.weight" in names:
+            head_weight = tensor("lm_head.weight")
+        elif config.tied_embeddings:
+            head_weight = embeddings
+        else:  # the low-bit file's int8 rows, expanded: close to the full head, not equal
+            head_name = (stored.metadata() or {}).get("head", "lm_head")
+            codes = _get(stored, f"{head_name}.codes").float()
+            scales = _get(stored, f"{head_name}.scales").float().unsqueeze(-1)
+            head_weight = (codes * scales).to(device=device, dtype=dtype)
         return LlamaWeights(
             config=config,
             embeddings=embeddings,
