@@ -93,7 +93,7 @@ def load(settings: Settings) -> LoadedModel:
     precision = served_precision(settings)
     tokenizer = read_tokenizer(settings.model)
     directory = Path(settings.model).expanduser()
-    llama = native_config(settings)
+    llama = native_config(settings, precision)
     model: Any
     decoder: Decoder
     if llama is not None:
@@ -132,14 +132,15 @@ def load(settings: Settings) -> LoadedModel:
     )
 
 
-def native_config(settings: Settings) -> LlamaConfig | None:
-    """The model's config when the native decoder serves it (`DECODER`), else None."""
+def native_config(settings: Settings, precision: str) -> LlamaConfig | None:
+    """The model's config when the native decoder serves it (`DECODER`) in `precision`
+    (`served_precision`), else None."""
     directory = Path(settings.model).expanduser()
     if settings.decoder == "transformers" or not directory.is_dir():
         config = None
     else:
         config = LlamaConfig.read(directory)
-        if config is not None and not has_weights(directory, served_precision(settings)):
+        if config is not None and not has_weights(directory, precision):
             config = None
     if settings.decoder == "native" and config is None:
         raise ModelUnavailable(
